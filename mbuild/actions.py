@@ -1,0 +1,82 @@
+"""Entry point of every doit action: ``python -m mbuild.actions STEP MANIFEST [TARGET]``.
+
+Each step runs in its own process so a converter that crashes, leaks memory or slows
+later imports (litert-torch before torch.jit, say) cannot take the build down with it.
+User errors print one line and exit with their code; unexpected errors are written to
+an error.log next to the step's outputs and summarised in one line.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from mbuild.errors import BuildError, MbuildError
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 2:
+        print("usage: python -m mbuild.actions {source,variant,check,bundle} MANIFEST [TARGET]", file=sys.stderr)
+        return 2
+    step, manifest_path, rest = argv[0], argv[1], argv[2:]
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log_dir = None
+    try:
+        from mbuild.layout import layout_for
+        from mbuild.manifest import load_manifest
+
+        manifest = load_manifest(manifest_path, check_targets=False)
+        lay = layout_for(manifest)
+        log_dir = lay.target_dir(rest[0]) if rest else lay.build_dir
+        if step == "source":
+            from mbuild.steps import run_source
+
+            run_source(manifest)
+        elif step == "variant":
+            from mbuild.steps import run_variant
+
+            run_variant(manifest, rest[0])
+        elif step == "check":
+            from mbuild.steps import run_check
+
+            run_check(manifest, rest[0])
+        elif step == "bundle":
+            from mbuild.bundle.build import build_bundle
+
+            path = build_bundle(manifest)
+            print(f"bundle:{manifest.name}: wrote {path.relative_to(manifest.root)}")
+        else:
+            print(f"unknown step {step!r}", file=sys.stderr)
+            return 2
+    except MbuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - a converter or mbuild bug: keep the traceback in a file
+        where = _write_log(log_dir, step)
+        print(f"error: {step} step failed: {type(e).__name__}: {_first_line(e)}"
+              + (f" (traceback in {where})" if where else ""), file=sys.stderr)
+        return BuildError.exit_code
+    return 0
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:500] if text else ""
+
+
+def _write_log(folder: Path | None, step: str) -> Path | None:
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{step}-error.log"
+        path.write_text(traceback.format_exc())
+        return path
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

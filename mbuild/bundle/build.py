@@ -1,0 +1,176 @@
+"""The ``bundle:`` task: gather built variants and their checks into dist/<name>-<version>.mbundle."""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mbuild import __version__
+from mbuild._io import atomic_path, canonical_json, digest, read_json, sha256_tree, write_json_atomic
+from mbuild.bundle.archive import write_archive
+from mbuild.errors import BuildError
+from mbuild.layout import layout_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mbuild.manifest.model import Manifest
+
+SELECTION_FALLBACK_RUNTIME = "onnxruntime"
+
+
+def gather(manifest: "Manifest") -> tuple[list[dict], list[str]]:
+    """Variant records with their check reports; problems for required targets missing or failed."""
+    lay = layout_for(manifest)
+    records, problems = [], []
+    for name, target in manifest.targets.items():
+        vj, rj = lay.variant_json(name), lay.report_json(name)
+        if not vj.exists():
+            if target.required:
+                problems.append(f"{name}: no variant was built (see the variant:{manifest.name}/{name} task's error)")
+            continue
+        record = read_json(vj)
+        report = read_json(rj) if rj.exists() else None
+        if report is None or report.get("recipe") != record.get("recipe"):
+            if target.required:
+                problems.append(f"{name}: the variant has not been checked (run check:{manifest.name}/{name})")
+            continue
+        status = report["validation"]["status"]
+        if status == "failed":
+            if target.required:
+                msgs = "; ".join(f["message"] for f in report["validation"]["failures"])
+                problems.append(f"{name}: failed its tolerance ({msgs})")
+            continue
+        records.append((name, record, report))
+    return records, problems
+
+
+def build_bundle(manifest: "Manifest") -> Path:
+    lay = layout_for(manifest)
+    records, problems = gather(manifest)
+    if problems:
+        raise BuildError(f"refusing to package {manifest.bundle_id}: required target(s) not ready:\n  - "
+                         + "\n  - ".join(problems))
+    source = read_json(lay.source_json)
+    entries: dict[str, bytes | Path] = {}
+    variants = []
+    for name, record, report in records:
+        vdir = lay.variant_dir(name)
+        files = [record["artifact"], *record.get("files", [])]
+        stored = []
+        for f in files:
+            p = vdir / f
+            if p.is_dir():
+                for sub in sorted(x for x in p.rglob("*") if x.is_file()):
+                    entries[f"variants/{name}/{sub.relative_to(vdir).as_posix()}"] = sub
+            else:
+                entries[f"variants/{name}/{f}"] = p
+            stored.append({"path": f"variants/{name}/{f}", "sha256": sha256_tree(p), "size_bytes": record["size_bytes"]
+                           if f == record["artifact"] else record["files_size_bytes"][f]})
+        variants.append(variant_entry(manifest, name, record, report, source, stored))
+    bundle = bundle_document(manifest, source, variants)
+    bundle["build_id"] = digest({"bundle": bundle, "files": {k: sha256_tree(v) if isinstance(v, Path) else
+                                                              hashlib.sha256(v).hexdigest() for k, v in entries.items()}})[:32]
+    from mbuild.bundle.schema import check_bundle_document
+
+    check_bundle_document(bundle)
+    entries["bundle.json"] = canonical_json(bundle).encode()
+    entries["SHA256SUMS"] = sha256sums(entries).encode()
+    with atomic_path(lay.bundle_path) as tmp:
+        write_archive(tmp, entries)
+    write_json_atomic(lay.dist_dir / f"{manifest.bundle_id}.report.json", build_report(bundle, records))
+    return lay.bundle_path
+
+
+def sha256sums(entries: dict[str, bytes | Path]) -> str:
+    lines = []
+    for name in sorted(entries):
+        data = entries[name]
+        h = hashlib.sha256(data if isinstance(data, bytes) else Path(data).read_bytes()).hexdigest()
+        lines.append(f"{h}  {name}")
+    return "\n".join(lines) + "\n"
+
+
+def variant_entry(manifest, name, record, report, source, stored) -> dict:
+    analysis = source["analysis"]
+    memory = analysis.get("memory") or {}
+    peak = int(memory.get("peak_activation_bytes") or 0)
+    weights = int(record["size_bytes"])
+    total = weights + peak
+    requirements = dict(record.get("requirements") or {})
+    requirements.setdefault("ram_mb_min", max(1, math.ceil(total / 2**20)))
+    validation = {k: v for k, v in report["validation"].items() if k != "attribution"}
+    entry = {
+        "id": name,
+        "file": stored[0]["path"],
+        "files": stored,
+        "sha256": stored[0]["sha256"],
+        "size_bytes": weights,
+        "runtime": record["runtime"],
+        "format": record["format"],
+        "recipe": record["recipe"],
+        "recipe_requested": record.get("recipe_requested", ""),
+        "quantization": record.get("quantization", {}),
+        "audit": record.get("audit"),
+        "requirements": requirements,
+        "flops": analysis.get("flops"),
+        "params": analysis.get("params"),
+        "memory": {"weights_bytes": weights, "peak_activation_bytes": peak, "total_bytes": total,
+                   "kind": "estimate"},
+        "validation": validation,
+        "accelerator_coverage": record.get("lint", []),
+        "io": record.get("io", {}),
+        "notes": record.get("notes", []),
+        "converters": record.get("versions", {}),
+    }
+    if record.get("search"):
+        entry["recipe_search"] = record["search"]
+    try:
+        from mbuild.devices.capacity import estimate_variant
+
+        entry["capacity"] = estimate_variant(entry, None, manifest.capacity)
+    except ImportError:
+        pass
+    return entry
+
+
+def bundle_document(manifest: "Manifest", source: dict, variants: list[dict]) -> dict:
+    from mbuild.bundle.selection import selection_rules
+
+    converters: dict[str, str] = {}
+    for v in variants:
+        converters.update(v.get("converters", {}))
+    converters.update(source.get("versions", {}))
+    return {
+        "format": 1,
+        "name": manifest.name,
+        "version": manifest.version,
+        "description": manifest.description,
+        "author": manifest.author,
+        "license": manifest.license,
+        "mbuild_version": __version__,
+        "converters": dict(sorted(converters.items())),
+        "source": {
+            "framework": manifest.source.kind,
+            "model": source["model"],
+            "params": source["analysis"].get("params"),
+            "flops": source["analysis"].get("flops"),
+            "flops_counter": source["analysis"].get("flops_counter"),
+            "memory": source["analysis"].get("memory"),
+            "reference_accuracy": source.get("reference_accuracy"),
+            "validation_data": source["data"]["validation"],
+        },
+        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "layout": i.layout,
+                    "range": list(i.range) if i.range else None, "image": i.image}
+                   for i in manifest.inputs.values()],
+        "outputs": [{"name": o.name, "kind": o.kind} for o in manifest.outputs.values()],
+        "variants": variants,
+        "selection": selection_rules(manifest, variants),
+    }
+
+
+def build_report(bundle: dict, records) -> dict:
+    """Everything in bundle.json plus what is measured per build (latency), kept out of the reproducible bundle."""
+    return {"bundle": f"{bundle['name']}-{bundle['version']}.mbundle", "build_id": bundle["build_id"],
+            "variants": {name: {"latency": report.get("latency"), "validation": report["validation"],
+                                "size_bytes": record["size_bytes"]}
+                         for name, record, report in records}}

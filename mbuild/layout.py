@@ -1,0 +1,54 @@
+"""Where a build puts things; tasks and actions agree on paths through this one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BuildLayout:
+    """build/<name>/source, build/<name>/<target>/{variant/, report.json}, dist/<name>-<version>.mbundle."""
+
+    root: Path
+    name: str
+    version: str
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build" / self.name
+
+    @property
+    def source_dir(self) -> Path:
+        return self.build_dir / "source"
+
+    @property
+    def source_json(self) -> Path:
+        return self.source_dir / "source.json"
+
+    def target_dir(self, target: str) -> Path:
+        return self.build_dir / "targets" / target
+
+    def variant_dir(self, target: str) -> Path:
+        return self.target_dir(target) / "variant"
+
+    def variant_json(self, target: str) -> Path:
+        return self.variant_dir(target) / "variant.json"
+
+    def report_json(self, target: str) -> Path:
+        return self.target_dir(target) / "report.json"
+
+    @property
+    def dist_dir(self) -> Path:
+        return self.root / "dist"
+
+    @property
+    def bundle_path(self) -> Path:
+        return self.dist_dir / f"{self.name}-{self.version}.mbundle"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".mbuild"
+
+
+def layout_for(manifest) -> BuildLayout:
+    return BuildLayout(manifest.root, manifest.name, manifest.version)

@@ -1,0 +1,287 @@
+"""Load a manifest: safe YAML, ``extends:``, JSON-Schema check, paths, semantic checks, typed model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mbuild.errors import Location, ManifestError
+from mbuild.manifest._schema import check_manifest_schema, suggest
+from mbuild.manifest._yaml import Positions, dotted, load_yaml
+from mbuild.manifest.model import (
+    DEFAULT_CAPACITY,
+    DataSpec,
+    InputSpec,
+    Manifest,
+    OutputSpec,
+    QuantizeConfig,
+    RecipeConfig,
+    SourceConfig,
+    TargetConfig,
+)
+
+__all__ = ["load_manifest", "find_root", "Manifest", "RecipeConfig", "TargetConfig", "DataSpec", "InputSpec"]
+
+ROOT_MARKERS = ("dodo.py", "pyproject.toml", ".git")
+COMMON_TARGET_KEYS = {"runtime", "recipe", "candidates", "required", "validate", "description"}
+MAX_EXTENDS_DEPTH = 8
+
+
+def find_root(start: Path) -> Path:
+    """The project root: the nearest folder above ``start`` holding dodo.py, pyproject.toml or .git."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if any((folder / m).exists() for m in ROOT_MARKERS):
+            return folder
+    return start
+
+
+def load_manifest(path: str | Path, root: str | Path | None = None, *, check_targets: bool = True) -> Manifest:
+    """Read and check one manifest; raises ManifestError pointing at file:line:col."""
+    path = Path(path)
+    root = Path(root).resolve() if root else find_root(path.resolve().parent)
+    display = _display(path)
+    data, positions = _load_with_extends(path, display, root, chain=())
+    manifest = _build(path, root, data, positions)
+    if check_targets:
+        from mbuild.targets import check_manifest_targets
+
+        check_manifest_targets(manifest)
+    return manifest
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def _load_with_extends(path: Path, display: str, root: Path, chain: tuple) -> tuple[dict, Positions]:
+    data, positions = load_yaml(path, display)
+    if data is None:
+        raise ManifestError("the manifest is empty", Location(display, 1, 1))
+    if not isinstance(data, dict):
+        raise ManifestError("a manifest is a mapping of keys (mbuild, name, source, ...)", positions.of(()))
+    parents = data.pop("extends", None)
+    if parents is None:
+        return data, positions
+    base_list = [parents] if isinstance(parents, str) else parents
+    if not isinstance(base_list, list) or not all(isinstance(p, str) for p in base_list):
+        raise ManifestError("expected a file name or a list of file names", positions.of(("extends",)), "extends")
+    merged: dict = {}
+    merged_pos = Positions()
+    for i, rel in enumerate(base_list):
+        key = ("extends",) if isinstance(parents, str) else ("extends", i)
+        base = _resolve_path(rel, path, root, positions.of(key), "extends")
+        if base in chain or base == path.resolve():
+            raise ManifestError(f"'extends' forms a cycle through {rel}", positions.of(key), "extends")
+        if len(chain) >= MAX_EXTENDS_DEPTH:
+            raise ManifestError("'extends' is nested too deeply", positions.of(key), "extends")
+        if not base.is_file():
+            raise ManifestError(f"file not found: {rel}", positions.of(key), "extends")
+        base_data, base_pos = _load_with_extends(base, _display(base), root, chain + (path.resolve(),))
+        merged = _merge(merged, base_data)
+        merged_pos.update(base_pos)
+        merged_pos.keys.update(base_pos.keys)
+    merged = _merge(merged, data)
+    merged_pos.update(positions)
+    merged_pos.keys.update(positions.keys)
+    return merged, merged_pos
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base[k], v) if k in base else v
+        return out
+    return over
+
+
+def _resolve_path(value: str, manifest_path: Path, root: Path, loc: Location | None, key: str) -> Path:
+    """Resolve relative to the file that wrote it; refuse anything that leaves the project root."""
+    origin = Path(loc.file).resolve().parent if loc else manifest_path.resolve().parent
+    raw = Path(value)
+    resolved = (origin / raw).resolve() if not raw.is_absolute() else raw.resolve()
+    try:
+        resolved.relative_to(root)
+    except ValueError:
+        raise ManifestError(
+            f"path {value!r} leaves the project root {root}; keep models and data inside the project",
+            loc, key) from None
+    return resolved
+
+
+def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
+    check_manifest_schema(data, pos)
+    files: list[Path] = []
+
+    def need_file(value: str, key: tuple, *, directory_ok: bool = False) -> Path:
+        loc = pos.of(key)
+        p = _resolve_path(value, path, root, loc, dotted(key))
+        if not p.exists():
+            raise ManifestError(f"file not found: {value} (looked in {p.parent})", loc, dotted(key))
+        if p.is_dir() and not directory_ok:
+            raise ManifestError(f"{value} is a folder, expected a file", loc, dotted(key))
+        files.append(p)
+        return p
+
+    source = _build_source(data["source"], need_file)
+    inputs = {}
+    for name, spec in data["inputs"].items():
+        rng = spec.get("range")
+        if rng is not None and not rng[0] < rng[1]:
+            raise ManifestError(f"range must be [low, high] with low < high, got {rng}",
+                                pos.of(("inputs", name, "range")), f"inputs.{name}.range")
+        inputs[name] = InputSpec(
+            name=name, shape=tuple(spec["shape"]), dtype=spec.get("dtype", "float32"),
+            range=tuple(rng) if rng else None, layout=spec.get("layout", "any"),
+            shapes=tuple(tuple(s) for s in spec.get("shapes", ())), image=spec.get("image"))
+    outputs = {
+        name: OutputSpec(name=name, kind=spec.get("kind", "generic"),
+                         labels=need_file(spec["labels"], ("outputs", name, "labels")) if "labels" in spec else None)
+        for name, spec in data["outputs"].items()
+    }
+    datasets = {}
+    for name, spec in data.get("data", {}).items():
+        key = ("data", name)
+        if ("npz" in spec) == ("synthetic" in spec):
+            raise ManifestError("give either 'npz' (real data) or 'synthetic' (seeded random inputs)",
+                                pos.of(key), dotted(key))
+        mapping = dict(spec.get("inputs") or ({n: n for n in inputs} if "npz" in spec else {}))
+        for input_name in mapping:
+            if input_name not in inputs:
+                raise ManifestError(f"{input_name!r} is not a declared input{suggest(input_name, inputs)}",
+                                    pos.of(key + ("inputs", input_name), key=True), dotted(key + ("inputs", input_name)))
+        if "npz" in spec:
+            missing = [n for n in inputs if n not in mapping]
+            if missing:
+                raise ManifestError(f"no array given for input(s) {', '.join(missing)}; map each input to an npz key",
+                                    pos.of(key + ("inputs",)), dotted(key + ("inputs",)))
+        datasets[name] = DataSpec(
+            name=name, npz=need_file(spec["npz"], key + ("npz",)) if "npz" in spec else None,
+            inputs=mapping, labels=spec.get("labels"), limit=spec.get("limit"), synthetic=spec.get("synthetic"))
+
+    recipes = {}
+    for name, spec in data.get("recipes", {}).items():
+        q = spec.get("quantize")
+        quant = QuantizeConfig.from_dict(q) if q else None
+        if quant:
+            qkey = ("recipes", name, "quantize")
+            if quant.scheme == "static":
+                cal = quant.calibration or ("calibration" if "calibration" in datasets else None)
+                if cal is None:
+                    raise ManifestError("a static recipe needs calibration data: add 'calibration: <data set>' "
+                                        "and declare that data set under 'data'", pos.of(qkey), dotted(qkey))
+                if cal not in datasets:
+                    raise ManifestError(f"{cal!r} is not a data set{suggest(cal, datasets)}",
+                                        pos.of(qkey + ("calibration",)), dotted(qkey + ("calibration",)))
+                quant = QuantizeConfig.from_dict({**q, "calibration": cal})
+            if quant.activations == "float" and quant.scheme == "static":
+                raise ManifestError("static quantization quantizes activations; use scheme 'weight_only' for float "
+                                    "activations", pos.of(qkey + ("activations",)), dotted(qkey + ("activations",)))
+            if quant.granularity == "per_block" and not quant.block_size:
+                raise ManifestError("per_block granularity needs 'block_size'", pos.of(qkey), dotted(qkey))
+        recipes[name] = RecipeConfig(name=name, precision=spec.get("precision", "fp32"), quantize=quant,
+                                     palettize=spec.get("palettize"), prune=spec.get("prune"),
+                                     description=spec.get("description", ""))
+
+    targets = {}
+    for name, spec in data["targets"].items():
+        key = ("targets", name)
+        recipe = spec["recipe"]
+        candidates = tuple(spec.get("candidates", ()))
+        if recipe == "auto":
+            for i, c in enumerate(candidates):
+                if c not in recipes:
+                    raise ManifestError(f"{c!r} is not a recipe{suggest(c, recipes)}",
+                                        pos.of(key + ("candidates", i)), dotted(key + ("candidates", i)))
+        elif recipe not in recipes:
+            hint = suggest(recipe, recipes) or (f"; recipes: {', '.join(recipes)}" if recipes else "; no recipes are declared")
+            raise ManifestError(f"{recipe!r} is not a recipe{hint}", pos.of(key + ("recipe",)), dotted(key + ("recipe",)))
+        elif candidates:
+            raise ManifestError("'candidates' only applies to 'recipe: auto'", pos.of(key + ("candidates",), key=True),
+                                dotted(key + ("candidates",)))
+        options = {k: v for k, v in spec.items() if k not in COMMON_TARGET_KEYS}
+        targets[name] = TargetConfig(name=name, runtime=spec["runtime"], recipe=recipe, candidates=candidates,
+                                     required=spec.get("required", True), validate=dict(spec.get("validate", {})),
+                                     options=options, description=spec.get("description", ""))
+
+    validate = data.get("validate", {})
+    for key_name in validate:
+        if key_name != "default" and key_name not in recipes:
+            raise ManifestError(f"{key_name!r} is neither 'default' nor a recipe{suggest(key_name, [*recipes, 'default'])}",
+                                pos.of(("validate", key_name), key=True), f"validate.{key_name}")
+
+    select = data.get("select", {})
+    order = tuple(select.get("order", ()))
+    for i, t in enumerate(order):
+        if t not in targets:
+            raise ManifestError(f"{t!r} is not a target{suggest(t, targets)}", pos.of(("select", "order", i)),
+                                f"select.order[{i}]")
+    fallback = select.get("fallback")
+    if fallback is not None and fallback not in targets:
+        raise ManifestError(f"{fallback!r} is not a target{suggest(fallback, targets)}",
+                            pos.of(("select", "fallback")), "select.fallback")
+    if "validation" not in datasets:
+        datasets["validation"] = DataSpec(name="validation", synthetic={"count": 32, "seed": 0})
+
+    capacity = _merge(DEFAULT_CAPACITY, data.get("capacity", {}))
+    raw = _relativize(data, path, root, pos)
+    return Manifest(
+        path=path.resolve(), root=root, name=data["name"], version=data["version"], source=source,
+        inputs=inputs, outputs=outputs, data=datasets, recipes=recipes, targets=targets, validate=validate,
+        select_order=order, fallback=fallback, capacity=capacity, description=data.get("description", ""),
+        author=data.get("author", ""), license=data.get("license", ""), raw=raw, positions=pos,
+        input_files=tuple(dict.fromkeys(files)))
+
+
+def _build_source(src: dict, need_file) -> SourceConfig:
+    kind, spec = next(iter(src.items()))
+    key = ("source", kind)
+    if kind == "pytorch":
+        target, _, attr = spec["model"].rpartition(":")
+        model_path = None
+        if target.endswith(".py") or "/" in target:
+            model_path = need_file(target, key + ("model",))
+        weights = need_file(spec["weights"], key + ("weights",)) if "weights" in spec else None
+        return SourceConfig(kind=kind, model=spec["model"], model_path=model_path, callable_name=attr,
+                            weights=weights, kwargs=dict(spec.get("kwargs", {})))
+    directory_ok = kind == "tensorflow"
+    model_path = need_file(spec["model"], key + ("model",), directory_ok=directory_ok)
+    return SourceConfig(kind=kind, model=spec["model"], model_path=model_path,
+                        signature=spec.get("signature", "serving_default"))
+
+
+_PATH_KEYS = {("source", "pytorch", "weights"), ("source", "onnx", "model"), ("source", "tensorflow", "model")}
+
+
+def _relativize(data: dict, path: Path, root: Path, pos: Positions) -> dict:
+    """Copy of the data with every path written relative to the root, so digests do not depend on the checkout."""
+    import copy
+
+    out = copy.deepcopy(data)
+
+    def fix(keys: tuple, value: str) -> str:
+        p = _resolve_path(value, path, root, pos.of(keys), dotted(keys))
+        return p.relative_to(root).as_posix()
+
+    for keys in _PATH_KEYS:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = fix(keys, node[keys[-1]])
+    pt = out["source"].get("pytorch")
+    if pt:
+        target, _, attr = pt["model"].rpartition(":")
+        if target.endswith(".py") or "/" in target:
+            pt["model"] = f"{fix(('source', 'pytorch', 'model'), target)}:{attr}"
+    for name, spec in out.get("data", {}).items():
+        if "npz" in spec:
+            spec["npz"] = fix(("data", name, "npz"), spec["npz"])
+    for name, spec in out.get("outputs", {}).items():
+        if "labels" in spec:
+            spec["labels"] = fix(("outputs", name, "labels"), spec["labels"])
+    return out

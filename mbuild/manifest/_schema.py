@@ -1,0 +1,148 @@
+"""Check manifest data against schemas/manifest.schema.json and word the first error well."""
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from mbuild.errors import ManifestError
+from mbuild.manifest._yaml import Positions, dotted
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+@functools.lru_cache(maxsize=None)
+def load_schema(name: str) -> dict:
+    """The JSON Schema shipped in ``schemas/`` (or inside the installed package)."""
+    for base in (SCHEMA_DIR, Path(__file__).resolve().parents[1] / "schemas"):
+        path = base / name
+        if path.exists():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(name: str):
+    import jsonschema
+
+    schema = load_schema(name)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def suggest(word: str, choices) -> str:
+    """A "; did you mean 'x'?" tail, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_manifest_schema(data: Any, positions: Positions) -> None:
+    """Raise ManifestError for the first schema violation, in file order."""
+    validator = _validator("manifest.schema.json")
+    errors = list(validator.iter_errors(data))
+    if not errors:
+        return
+    worded = [_word(e, data, positions) for e in _leaves(errors)]
+    worded.sort(key=lambda w: (w.location.file, w.location.line, w.location.column) if w.location else ("", 0, 0))
+    first = worded[0]
+    if len(worded) > 1:
+        first = ManifestError(f"{first.reason} (and {len(worded) - 1} more problem(s))",
+                              first.location, first.key_path)
+    raise first
+
+
+def _leaves(errors):
+    """Descend into oneOf/anyOf/allOf/if-then contexts so messages name the real fault."""
+    out = []
+    for e in errors:
+        if e.validator in ("allOf", "then", "$ref") and e.context:
+            out.extend(_leaves(e.context))
+        else:
+            out.append(e)
+    # an unknown key also fails the if/then of the same object; keep the clearest message
+    return out
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _word(error, data, positions: Positions) -> ManifestError:
+    path = tuple(error.absolute_path)
+    where = dotted(path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        instance = error.instance if isinstance(error.instance, dict) else {}
+        allowed = _allowed_keys(error.schema, instance)
+        unknown = [k for k in instance if k not in allowed]
+        if not unknown:
+            unknown = _QUOTED.findall(error.message)[:1]
+        key = unknown[0] if unknown else "?"
+        hint = suggest(key, allowed) or (f"; allowed keys: {', '.join(sorted(allowed))}" if allowed else "")
+        return ManifestError(f"unknown key {key!r}{hint}", positions.of(path + (key,), key=True),
+                             dotted(path + (key,)))
+    if error.validator == "required":
+        missing = _QUOTED.findall(error.message)[:1]
+        name = missing[0] if missing else "?"
+        return ManifestError(f"missing required key {name!r}", positions.of(path, key=True) or positions.of(path), where)
+    if error.validator == "enum":
+        choices = error.validator_value
+        hint = suggest(error.instance, choices)
+        return ManifestError(
+            f"{error.instance!r} is not one of {', '.join(map(repr, choices))}{hint}", positions.of(path), where)
+    if error.validator == "const":
+        return ManifestError(f"must be {error.validator_value!r}, got {error.instance!r}", positions.of(path), where)
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return ManifestError(f"expected {_article(expected)}, got {_describe(error.instance)}", positions.of(path), where)
+    if error.validator == "pattern":
+        return ManifestError(f"{error.instance!r} does not have the expected form ({error.validator_value})",
+                             positions.of(path), where)
+    if error.validator in ("maxProperties", "minProperties") and path == ("source",):
+        return ManifestError("name exactly one source framework: pytorch, onnx or tensorflow",
+                             positions.of(path), where)
+    if error.validator == "propertyNames":
+        bad = error.instance
+        return ManifestError(f"{bad!r} is not a valid name (letters, digits, '_', '.', '-'; starts with a letter)",
+                             positions.of(path + (bad,), key=True) or positions.of(path), where)
+    if error.validator == "oneOf":
+        return ManifestError(f"{_describe(error.instance)} is not valid here: {error.schema.get('description', error.message)}",
+                             positions.of(path), where)
+    return ManifestError(error.message, positions.of(path), where)
+
+
+def _allowed_keys(schema: dict, instance: dict) -> list[str]:
+    """Keys an object may hold under ``schema``, including those of matching if/then branches."""
+    import jsonschema
+
+    root = load_schema("manifest.schema.json")
+    keys: list[str] = list(schema.get("properties", {}))
+    for sub in schema.get("allOf", []):
+        cond = sub.get("if")
+        if cond is not None and jsonschema.Draft202012Validator(cond).is_valid(instance):
+            then = sub.get("then", {})
+            ref = then.get("$ref")
+            if ref:
+                then = root["$defs"][ref.rsplit("/", 1)[-1]]
+            keys.extend(then.get("properties", {}))
+    return keys
+
+
+def _article(name: str) -> str:
+    return {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+            "number": "a number", "boolean": "true or false", "null": "nothing"}.get(name, name)
+
+
+def _describe(value) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "an empty value"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return f"{type(value).__name__} {value!r}"

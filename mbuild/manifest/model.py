@@ -1,0 +1,163 @@
+"""Typed, frozen views of a validated manifest; the rest of mbuild reads these, not raw YAML."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mbuild.manifest._yaml import Positions
+
+DEFAULT_CAPACITY = {
+    "efficiency": {"cpu": 0.3, "gpu": 0.3, "ane": 0.25, "nnapi": 0.2},
+    "derating": 0.7,
+    "fps": 30.0,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    range: tuple[float, float] | None = None
+    layout: str = "any"
+    shapes: tuple[tuple[int, ...], ...] = ()
+    image: dict | None = None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    kind: str = "generic"
+    labels: Path | None = None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    npz: Path | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    labels: str | None = None
+    limit: int | None = None
+    synthetic: dict | None = None
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.npz is None
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    scheme: str
+    weights: str = "int8"
+    activations: str = "float"
+    granularity: str = "per_channel"
+    block_size: int | None = None
+    calibration: str | None = None
+    method: str = "minmax"
+    exclude: tuple[str, ...] | str = ()
+    exclude_max: int = 8
+    keep_outputs_float: bool = False
+    allow_partial: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantizeConfig":
+        scheme = d["scheme"]
+        default_act = {"static": "int8", "dynamic": "int8"}.get(scheme, "float")
+        exclude = d.get("exclude", ())
+        return cls(
+            scheme=scheme,
+            weights=d.get("weights", "int8"),
+            activations=d.get("activations", default_act),
+            granularity=d.get("granularity", "per_channel"),
+            block_size=d.get("block_size"),
+            calibration=d.get("calibration"),
+            method=d.get("method", "minmax"),
+            exclude=exclude if exclude == "auto" else tuple(exclude),
+            exclude_max=d.get("exclude_max", 8),
+            keep_outputs_float=d.get("keep_outputs_float", False),
+            allow_partial=d.get("allow_partial", False),
+        )
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    name: str
+    precision: str = "fp32"
+    quantize: QuantizeConfig | None = None
+    palettize: dict | None = None
+    prune: dict | None = None
+    description: str = ""
+
+    @property
+    def family(self) -> str:
+        """Tolerance family: fp32, fp16, int8-static, int8-dynamic, weight-only, compressed."""
+        if self.quantize:
+            q = self.quantize
+            if q.scheme == "static":
+                return "int16x8" if q.activations == "int16" else "int8-static"
+            if q.scheme == "dynamic":
+                return "int8-dynamic"
+            return "weight-only"
+        if self.palettize or self.prune:
+            return "compressed"
+        return self.precision
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str
+    runtime: str
+    recipe: str
+    candidates: tuple[str, ...] = ()
+    required: bool = True
+    validate: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str  # pytorch | onnx | tensorflow
+    model: str  # as written: 'file.py:Callable', 'pkg.mod:Callable' or a path
+    model_path: Path | None = None  # resolved file (onnx/tensorflow file, or the .py of a pytorch callable)
+    callable_name: str | None = None
+    weights: Path | None = None
+    kwargs: dict = field(default_factory=dict)
+    signature: str = "serving_default"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    root: Path
+    name: str
+    version: str
+    source: SourceConfig
+    inputs: dict[str, InputSpec]
+    outputs: dict[str, OutputSpec]
+    data: dict[str, DataSpec]
+    recipes: dict[str, RecipeConfig]
+    targets: dict[str, TargetConfig]
+    validate: dict[str, dict]
+    select_order: tuple[str, ...]
+    fallback: str | None
+    capacity: dict
+    description: str = ""
+    author: str = ""
+    license: str = ""
+    raw: dict = field(default_factory=dict, repr=False)
+    positions: Positions = field(default_factory=Positions, repr=False, compare=False)
+    input_files: tuple[Path, ...] = ()
+
+    @property
+    def bundle_id(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    def rel(self, path: Path) -> str:
+        """Path relative to the project root, as stored in digests and reports."""
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def part(self, *keys: str) -> dict[str, Any]:
+        """The slice of the manifest a task depends on (for doit's config_changed)."""
+        return {k: self.raw.get(k) for k in keys}

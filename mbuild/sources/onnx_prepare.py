@@ -1,0 +1,195 @@
+"""ONNX graph preparation before quantizing or handing a model to another converter.
+
+Converters and quantizers exit 0 on graphs they do not really understand: weights held
+in ``Constant`` nodes are skipped by quantizers, symbolic shapes make onnx2tf guess, old
+opsets rule out per-channel QDQ, and some converters reject names with ``/`` or ``@``.
+Each fix applied is returned as a sentence for the variant's report.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mbuild.errors import BuildError
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
+                 min_opset: int = 13, simplify: bool = True, safe_names: bool = True) -> list[str]:
+    """Write a prepared copy of ``src`` to ``dst``; return the changes made."""
+    import onnx
+
+    model = onnx.load(str(src))
+    changes: list[str] = []
+    changes += _drop_initializer_inputs(model)
+    changes += _constants_to_initializers(model.graph)
+    if input_shapes:
+        changes += _pin_shapes(model, input_shapes)
+    opset = _default_opset(model)
+    if opset < min_opset:
+        from onnx import version_converter
+
+        try:
+            model = version_converter.convert_version(model, min_opset)
+        except Exception as e:
+            raise BuildError(f"graph preparation: cannot upgrade opset {opset} to {min_opset}: {e}") from e
+        changes.append(f"upgraded opset {opset} -> {min_opset}")
+    if simplify:
+        changes += _simplify(model_ref := [model])
+        model = model_ref[0]
+        changes += _constants_to_initializers(model.graph)
+    if safe_names:
+        changes += _safe_names(model.graph)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - shape inference is best effort
+        pass
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return changes
+
+
+def _default_opset(model) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def _drop_initializer_inputs(model) -> list[str]:
+    """Old exporters list initializers as graph inputs; quantizers then treat weights as inputs."""
+    inits = {i.name for i in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    dropped = len(model.graph.input) - len(keep)
+    if dropped:
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        return [f"removed {dropped} initializer(s) listed as graph inputs"]
+    return []
+
+
+def _constants_to_initializers(graph) -> list[str]:
+    """Turn ``Constant`` nodes into initializers, here and in subgraphs (weights quantizers can see)."""
+    from onnx import helper, numpy_helper
+
+    moved = 0
+    kept = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == attr.GRAPH:
+                moved += _count(_constants_to_initializers(attr.g))
+            elif attr.type == attr.GRAPHS:
+                for g in attr.graphs:
+                    moved += _count(_constants_to_initializers(g))
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            attr = {a.name: a for a in node.attribute}
+            tensor = None
+            if "value" in attr:
+                tensor = attr["value"].t
+            elif "value_float" in attr:
+                tensor = numpy_helper.from_array(_np().array(attr["value_float"].f, dtype="float32"))
+            elif "value_floats" in attr:
+                tensor = numpy_helper.from_array(_np().array(list(attr["value_floats"].floats), dtype="float32"))
+            elif "value_int" in attr:
+                tensor = numpy_helper.from_array(_np().array(attr["value_int"].i, dtype="int64"))
+            elif "value_ints" in attr:
+                tensor = numpy_helper.from_array(_np().array(list(attr["value_ints"].ints), dtype="int64"))
+            if tensor is not None:
+                init = helper.make_tensor("x", 1, [], [])
+                init.CopyFrom(tensor)
+                init.name = node.output[0]
+                graph.initializer.append(init)
+                moved += 1
+                continue
+        kept.append(node)
+    if moved:
+        del graph.node[:]
+        graph.node.extend(kept)
+        return [f"turned {moved} Constant node(s) into initializers"]
+    return []
+
+
+def _count(changes: list[str]) -> int:
+    return sum(int(c.split()[2]) for c in changes if c.startswith("turned "))
+
+
+def _np():
+    import numpy
+
+    return numpy
+
+
+def _pin_shapes(model, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    changes = []
+    for inp in model.graph.input:
+        if inp.name not in shapes:
+            continue
+        want = shapes[inp.name]
+        dims = inp.type.tensor_type.shape.dim
+        if len(dims) != len(want):
+            raise BuildError(f"graph preparation: input {inp.name!r} has rank {len(dims)} in the ONNX model but the "
+                             f"manifest declares shape {list(want)}")
+        pinned = []
+        for d, w in zip(dims, want):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                if d.dim_value != w:
+                    raise BuildError(f"graph preparation: input {inp.name!r} has static shape "
+                                     f"{[x.dim_value for x in dims]} but the manifest declares {list(want)}")
+            else:
+                pinned.append(d.dim_param or "?")
+                d.ClearField("dim_param")
+                d.dim_value = w
+        if pinned:
+            changes.append(f"pinned input {inp.name!r} dims {pinned} to {list(want)}")
+    return changes
+
+
+def _simplify(model_ref: list) -> list[str]:
+    import onnxslim
+
+    before = len(model_ref[0].graph.node)
+    try:
+        model_ref[0] = onnxslim.slim(model_ref[0])
+    except Exception as e:  # noqa: BLE001 - simplification is an optimization, not a requirement
+        return [f"onnxslim could not simplify the graph ({type(e).__name__}); kept it as is"]
+    after = len(model_ref[0].graph.node)
+    return [f"simplified with onnxslim: {before} -> {after} nodes (constants and shape subgraphs folded)"]
+
+
+def _safe_names(graph) -> list[str]:
+    """Rename nodes and inner tensors whose names hold characters some converters reject."""
+    io_names = {v.name for v in list(graph.input) + list(graph.output)}
+    taken = {n.name for n in graph.node} | {t for n in graph.node for t in list(n.input) + list(n.output)}
+    taken |= {i.name for i in graph.initializer}
+    renames: dict[str, str] = {}
+
+    def fresh(name: str) -> str:
+        base = _SAFE.sub("_", name).strip("_") or "t"
+        candidate, i = base, 1
+        while candidate in taken:
+            candidate, i = f"{base}_{i}", i + 1
+        taken.add(candidate)
+        return candidate
+
+    for name in sorted(taken):
+        if name and _SAFE.search(name) and name not in io_names:
+            renames[name] = fresh(name)
+    if not renames:
+        return []
+    for node in graph.node:
+        if node.name in renames:
+            node.name = renames[node.name]
+        for i, t in enumerate(node.input):
+            if t in renames:
+                node.input[i] = renames[t]
+        for i, t in enumerate(node.output):
+            if t in renames:
+                node.output[i] = renames[t]
+    for init in graph.initializer:
+        if init.name in renames:
+            init.name = renames[init.name]
+    for vi in graph.value_info:
+        if vi.name in renames:
+            vi.name = renames[vi.name]
+    return [f"renamed {len(renames)} node/tensor name(s) with characters converters reject (e.g. '/', '@', ':')"]

@@ -1,0 +1,191 @@
+"""PyTorch sources: import the model callable, load a state dict safely, run it, export ONNX."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mbuild.errors import BuildError, ManifestError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mbuild.manifest.model import Manifest
+
+ONNX_OPSET = 17
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        from mbuild.errors import MissingDependencyError
+
+        raise MissingDependencyError("torch", "pytorch", "A PyTorch source") from None
+    return torch
+
+
+def load(manifest: "Manifest"):
+    """The source nn.Module in eval mode with its weights loaded (weights_only=True)."""
+    torch = _torch()
+    src = manifest.source
+    factory = _import_callable(manifest)
+    try:
+        model = factory(**src.kwargs)
+    except Exception as e:  # user code
+        raise BuildError(f"calling {src.model} failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, torch.nn.Module):
+        raise ManifestError(f"{src.model} returned {type(model).__name__}, not a torch.nn.Module",
+                            manifest.positions.of(("source", "pytorch", "model")), "source.pytorch.model")
+    if src.weights is not None:
+        _load_weights(manifest, model, torch)
+    return model.eval()
+
+
+def _import_callable(manifest: "Manifest"):
+    src = manifest.source
+    loc = manifest.positions.of(("source", "pytorch", "model"))
+    target, _, attr = src.model.rpartition(":")
+    if src.model_path is not None:
+        name = f"mbuild_user_{abs(hash(str(src.model_path)))}"
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, src.model_path)
+            module = importlib.util.module_from_spec(spec)
+            sys.path.insert(0, str(src.model_path.parent))
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:
+                raise BuildError(f"importing {manifest.rel(src.model_path)} failed: {type(e).__name__}: {e}") from e
+            finally:
+                sys.path.remove(str(src.model_path.parent))
+            sys.modules[name] = module
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ManifestError(f"cannot import module {target!r}: {e}", loc, "source.pytorch.model") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ManifestError(f"{target} has no attribute {attr!r}", loc, "source.pytorch.model")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ManifestError(f"{attr} in {target} is not callable", loc, "source.pytorch.model")
+    return obj
+
+
+def _load_weights(manifest: "Manifest", model, torch) -> None:
+    path = manifest.source.weights
+    loc = manifest.positions.of(("source", "pytorch", "weights"))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if "weights_only" in str(e) or "Unpickl" in type(e).__name__ or "pickle" in str(e).lower():
+            raise ManifestError(
+                f"{manifest.rel(path)} needs unsafe unpickling (it holds Python objects, not just tensors); "
+                "mbuild only loads weights with torch.load(weights_only=True) - save a state_dict with "
+                "torch.save(model.state_dict(), path)", loc, "source.pytorch.weights") from None
+        raise ManifestError(f"cannot read {manifest.rel(path)} as PyTorch weights: {e}", loc,
+                            "source.pytorch.weights") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ManifestError(f"{manifest.rel(path)} holds a {type(state).__name__}, expected a state_dict",
+                            loc, "source.pytorch.weights")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ManifestError(f"weights do not fit the model: {' '.join(first[:3])[:400]}", loc,
+                            "source.pytorch.weights") from None
+
+
+def example_args(manifest: "Manifest", inputs: dict[str, np.ndarray] | None = None, index: int = 0):
+    """One sample per input as contiguous torch tensors, in manifest order."""
+    torch = _torch()
+    out = []
+    for name, spec in manifest.inputs.items():
+        if inputs is not None:
+            arr = np.ascontiguousarray(inputs[name][index])
+        else:
+            arr = np.zeros(spec.shape, dtype=spec.dtype)
+        out.append(torch.from_numpy(arr.copy()).contiguous())
+    return tuple(out)
+
+
+def _flatten_outputs(result) -> list:
+    if isinstance(result, dict):
+        return list(result.values())
+    if isinstance(result, (list, tuple)):
+        flat = []
+        for r in result:
+            flat.extend(_flatten_outputs(r))
+        return flat
+    return [result]
+
+
+def run_reference(manifest: "Manifest", model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """fp32 outputs of the source on every sample, keyed by the manifest's output names."""
+    torch = _torch()
+    count = len(next(iter(inputs.values())))
+    names = list(manifest.outputs)
+    collected: dict[str, list] = {n: [] for n in names}
+    with torch.inference_mode():
+        for i in range(count):
+            result = _flatten_outputs(model(*example_args(manifest, inputs, i)))
+            if len(result) != len(names):
+                raise ManifestError(
+                    f"the model returns {len(result)} output(s) but the manifest declares {len(names)} "
+                    f"({', '.join(names)})", manifest.positions.of(("outputs",)), "outputs")
+            for n, r in zip(names, result):
+                collected[n].append(r.detach().float().numpy() if r.dtype.is_floating_point else r.numpy())
+    return {n: np.stack(v) for n, v in collected.items()}
+
+
+def export_onnx(manifest: "Manifest", model, out_path: Path) -> list[str]:
+    """Canonical ONNX through the TorchScript exporter (dynamo exporter as fallback)."""
+    torch = _torch()
+    args = example_args(manifest)
+    notes = []
+    kwargs = dict(input_names=list(manifest.inputs), output_names=list(manifest.outputs), opset_version=ONNX_OPSET,
+                  do_constant_folding=True)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, args, str(out_path), dynamo=False, **kwargs)
+            notes.append(f"exported with torch.onnx (TorchScript exporter, opset {ONNX_OPSET})")
+        except Exception as first:  # noqa: BLE001 - fall back to the other exporter, keep both causes
+            try:
+                torch.onnx.export(model, args, str(out_path), dynamo=True, external_data=False, **kwargs)
+                notes.append(f"TorchScript exporter failed ({type(first).__name__}); exported with the dynamo exporter")
+            except Exception as second:
+                raise BuildError(f"torch.onnx.export failed: {type(first).__name__}: {first}; "
+                                 f"dynamo exporter: {type(second).__name__}: {second}") from second
+    return notes
+
+
+def count_flops(manifest: "Manifest", model) -> int | None:
+    """FLOPs of one forward pass by PyTorch's own counter (2 per multiply-add)."""
+    torch = _torch()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(*example_args(manifest))
+    return int(counter.get_total_flops())
+
+
+def count_params(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    return {"torch": md.version("torch")}

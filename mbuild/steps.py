@@ -1,0 +1,222 @@
+"""The work behind each doit task: source, variant, check. Each runs in its own process (see actions.py)."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from mbuild import __version__
+from mbuild._io import read_json, tree_size, write_json_atomic
+from mbuild.errors import BuildError, ToleranceError
+from mbuild.layout import layout_for
+from mbuild.manifest.model import Manifest
+from mbuild.recipes import describe_requested, tolerance_for
+from mbuild.targets import get_runtime
+from mbuild.targets.base import BuildContext
+
+log = logging.getLogger(__name__)
+
+
+def run_source(manifest: Manifest) -> dict:
+    from mbuild.sources.build import build_source
+
+    lay = layout_for(manifest)
+    lay.source_json.unlink(missing_ok=True)
+    report = build_source(manifest, lay.source_dir)
+    acc = report.get("reference_accuracy")
+    print(f"source:{manifest.name}: {report['analysis']['params']:,} params, "
+          f"{(report['analysis']['flops'] or 0) / 1e6:.2f} MFLOPs, reference on {report['data']['validation']['samples']} "
+          f"{report['data']['validation']['kind']} samples" + (f", accuracy {acc:.2f}%" if acc is not None else ""))
+    return report
+
+
+def make_context(manifest: Manifest, target_name: str, out_dir: Path, recipe_name: str | None = None,
+                 exclude_extra: tuple[str, ...] = ()) -> BuildContext:
+    target = manifest.targets[target_name]
+    runtime = get_runtime(target.runtime)
+    recipe = manifest.recipes[recipe_name or target.recipe]
+    lay = layout_for(manifest)
+    return BuildContext(manifest=manifest, target=target, recipe=recipe, source_dir=lay.source_dir, out_dir=out_dir,
+                        options=runtime.parse_options(target), build_id=_source_digest(manifest),
+                        exclude_extra=exclude_extra)
+
+
+def _source_digest(manifest: Manifest) -> str:
+    from mbuild._io import digest
+
+    return digest({"source": manifest.part("source", "inputs", "outputs"), "mbuild": __version__})[:16]
+
+
+def run_variant(manifest: Manifest, target_name: str) -> dict:
+    """Convert into a fresh folder and move it into place only when everything succeeded."""
+    target = manifest.targets[target_name]
+    lay = layout_for(manifest)
+    final = lay.variant_dir(target_name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if target.recipe == "auto":
+        from mbuild.recipes.auto import search_recipe
+
+        return search_recipe(manifest, target_name)
+    staging = Path(tempfile.mkdtemp(prefix=".variant.", dir=final.parent))
+    try:
+        ctx = make_context(manifest, target_name, staging)
+        record = build_variant(ctx)
+        write_json_atomic(staging / "variant.json", record)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"variant:{manifest.name}/{target_name}: {record['quantization'].get('summary', '')}; "
+          f"{record['size_bytes']:,} bytes" + _audit_line(record))
+    return record
+
+
+def _audit_line(record: dict) -> str:
+    audit = record.get("audit") or {}
+    if audit.get("status") in (None, "not_requested"):
+        return ""
+    return f"; audit: {audit['status']} ({audit['quantized_tensors']}/{audit['weight_tensors']} weight tensors quantized)"
+
+
+def build_variant(ctx: BuildContext) -> dict:
+    """Run the runtime's convert and lint; check the plug-in contract and the quantization audit."""
+    from mbuild.recipes.audit import audit_problem
+
+    runtime = get_runtime(ctx.target.runtime)
+    variant = runtime.convert(ctx)
+    artifact = ctx.out_dir / variant.artifact
+    if not artifact.exists() or tree_size(artifact) == 0:
+        raise BuildError(f"runtime {runtime.name!r} reported success but wrote no {variant.artifact} (a bug in "
+                         f"mbuild/targets/{runtime.name}.py)")
+    for f in variant.files:
+        if not (ctx.out_dir / f).exists():
+            raise BuildError(f"runtime {runtime.name!r} listed {f} but did not write it")
+    if variant.audit:
+        problem = audit_problem(variant.audit)
+        if problem:
+            raise BuildError(f"quantization audit: {problem}")
+    lints = [lint.to_dict() for lint in runtime.lint(ctx, artifact)]
+    shutil.rmtree(ctx.out_dir / "work", ignore_errors=True)
+    record = asdict(variant)
+    record.update({
+        "target": ctx.target.name, "runtime": runtime.name, "recipe": ctx.recipe.name,
+        "recipe_requested": describe_requested(ctx.recipe), "size_bytes": tree_size(artifact),
+        "files_size_bytes": {f: tree_size(ctx.out_dir / f) for f in variant.files},
+        "requirements": runtime.requirements(ctx.manifest, ctx.target), "lint": lints,
+        "versions": {"mbuild": __version__, **runtime.versions()},
+    })
+    return record
+
+
+def run_check(manifest: Manifest, target_name: str) -> dict:
+    """Run the variant on the validation set, compare with the reference, gate on the tolerance."""
+    lay = layout_for(manifest)
+    record = read_json(lay.variant_json(target_name))
+    ctx = make_context(manifest, target_name, lay.variant_dir(target_name), recipe_name=record["recipe"])
+    report = check_variant(ctx, record)
+    write_json_atomic(lay.report_json(target_name), report)
+    v = report["validation"]
+    line = f"check:{manifest.name}/{target_name}: {v['status']}"
+    if v["status"] == "skipped":
+        line += f" ({v['reason']})"
+    else:
+        line += " - " + ", ".join(_headline(m) for m in v["metrics"].values())
+    lat = report.get("latency")
+    if lat and lat.get("median_ms") is not None:
+        line += f"; host latency {lat['median_ms']:.3f} ms (fp32 {lat.get('fp32_median_ms') or float('nan'):.3f} ms)"
+    print(line)
+    if v["status"] == "failed":
+        raise ToleranceError(f"check:{manifest.name}/{target_name} failed its tolerance: "
+                             + "; ".join(f["message"] for f in v["failures"]))
+    return report
+
+
+def _headline(m: dict) -> str:
+    parts = [f"cosine {m['cosine']:.5f}"]
+    if "accuracy" in m:
+        parts.append(f"accuracy {m['accuracy']:.2f}% (ref {m['reference_accuracy']:.2f}%)")
+    elif "top1_agreement" in m:
+        parts.append(f"top-1 agreement {m['top1_agreement']:.4f}")
+    return ", ".join(parts)
+
+
+def check_variant(ctx: BuildContext, record: dict) -> dict:
+    from mbuild.sources.data import read_labels
+    from mbuild.validate import check_tolerance, compare_outputs
+
+    runtime = get_runtime(ctx.target.runtime)
+    artifact = ctx.out_dir / record["artifact"]
+    inputs = ctx.validation_inputs()
+    reference = ctx.reference_outputs()
+    labels = read_labels(ctx.source_dir / "data" / "validation.npz")
+    kinds = {n: o.kind for n, o in ctx.manifest.outputs.items()}
+    tolerance = tolerance_for(ctx.manifest, ctx.target, ctx.recipe)
+    source = read_json(ctx.source_dir / "source.json")
+    data_kind = source["data"]["validation"]["kind"]
+    result = runtime.run(ctx, artifact, inputs)
+    validation: dict = {"tolerance": tolerance, "data": source["data"]["validation"], "runtime": result.runtime}
+    if result.outputs is None:
+        validation.update({"status": "skipped", "reason": result.skipped_reason})
+        proxy = getattr(runtime, "proxy", None)
+        if proxy is not None:
+            p = proxy(ctx, inputs)
+            if p is not None and p.outputs is not None:
+                validation["proxy_estimate"] = {
+                    "label": "proxy estimate - NOT a measurement of this variant",
+                    "runtime": p.runtime, "metrics": compare_outputs(reference, p.outputs, kinds, labels)}
+        latency = None
+    else:
+        metrics = compare_outputs(reference, result.outputs, kinds, labels)
+        failures = check_tolerance(metrics, tolerance)
+        validation.update({"status": "failed" if failures else "passed", "metrics": metrics, "failures": failures,
+                           "synthetic": data_kind == "synthetic"})
+        if failures and ctx.recipe.quantize:
+            validation["attribution"] = _attribution(runtime, ctx, artifact, inputs)
+        latency = _latency(runtime, ctx, result, record)
+    return {"target": ctx.target.name, "recipe": ctx.recipe.name, "validation": validation, "latency": latency}
+
+
+def _attribution(runtime, ctx, artifact, inputs):
+    attribute = getattr(runtime, "attribute_error", None)
+    if attribute is None:
+        return None
+    try:
+        return attribute(ctx, artifact, inputs)
+    except Exception as e:  # noqa: BLE001 - attribution is a diagnostic; never mask the tolerance failure
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _latency(runtime, ctx: BuildContext, result, record: dict) -> dict | None:
+    """Median host latency of the variant next to its fp32 sibling on the same runtime."""
+    if not result.latency_ms:
+        return None
+    sample = {k: v[:50] for k, v in ctx.validation_inputs().items()}
+    fp32 = None
+    baseline = record.get("details", {}).get("float_artifact")
+    try:
+        if baseline:
+            fp32 = runtime.run(ctx, ctx.out_dir / baseline, sample).latency_ms
+        elif runtime.name == "onnxruntime":
+            fp32 = runtime.run(ctx, ctx.canonical_onnx, sample).latency_ms
+    except Exception as e:  # noqa: BLE001 - a missing baseline leaves the comparison out, not the check
+        log.warning("fp32 baseline latency not measured: %s", e)
+    med = statistics.median(result.latency_ms)
+    out = {"median_ms": round(med, 4), "p10_ms": round(_pct(result.latency_ms, 10), 4),
+           "p90_ms": round(_pct(result.latency_ms, 90), 4), "runs": len(result.latency_ms),
+           "runtime": result.runtime, "kind": "measured on the build host"}
+    if fp32:
+        fmed = statistics.median(fp32)
+        out.update({"fp32_median_ms": round(fmed, 4), "ratio_to_fp32": round(med / fmed, 3)})
+        if ctx.recipe.quantize and med > fmed * 1.05:
+            out["flag"] = f"slower than fp32 on this host ({med / fmed:.2f}x)"
+    return out
+
+
+def _pct(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]

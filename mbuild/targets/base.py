@@ -1,0 +1,169 @@
+"""The contract every runtime module implements: convert, run, lint.
+
+A runtime is one module under ``mbuild/targets/`` with one :class:`Runtime`
+subclass, registered in ``mbuild.targets.RUNTIMES``. Class data says what it can
+do so an impossible manifest is refused before any SDK is imported; the SDK is
+imported inside ``convert``/``run``/``lint`` only.
+
+Example::
+
+    class MyRuntime(Runtime):
+        name = "myrt"
+        format = "myfmt"
+        platform = "android"
+        sources = frozenset({"pytorch", "onnx"})
+        features = frozenset({"fp32", "fp16"})
+
+        def convert(self, ctx): ...   # writes into ctx.out_dir, returns a Variant
+        def run(self, ctx, artifact, inputs): ...  # returns a RunResult
+        def lint(self, ctx, artifact): ...  # returns a list of LintResult
+"""
+from __future__ import annotations
+
+import importlib.metadata
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from mbuild.manifest.model import Manifest, RecipeConfig, TargetConfig
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything a runtime may read while building one variant; it writes only under ``out_dir``."""
+
+    manifest: "Manifest"
+    target: "TargetConfig"
+    recipe: "RecipeConfig"
+    source_dir: Path  # build/<name>/source: model.onnx, reference.npz, data/<set>.npz, source.json
+    out_dir: Path  # build/<name>/<target>/ (work files go to out_dir / "work")
+    options: Any = None  # the runtime's parsed target config (its ``config_class``)
+    build_id: str = ""
+    exclude_extra: tuple[str, ...] = ()  # node names kept in float by 'exclude: auto'
+
+    @property
+    def canonical_onnx(self) -> Path:
+        """The fp32 ONNX model every runtime may start from (checked against the reference)."""
+        return self.source_dir / "model.onnx"
+
+    @property
+    def work_dir(self) -> Path:
+        path = self.out_dir / "work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def dataset(self, name: str) -> dict[str, "np.ndarray"]:
+        """Inputs of a data set as arrays of shape [samples, *declared_shape]."""
+        from mbuild.sources.data import read_inputs
+
+        return read_inputs(self.source_dir / "data" / f"{name}.npz")
+
+    def calibration_inputs(self) -> dict[str, "np.ndarray"]:
+        q = self.recipe.quantize
+        return self.dataset(q.calibration if q and q.calibration else "validation")
+
+    def validation_inputs(self) -> dict[str, "np.ndarray"]:
+        return self.dataset("validation")
+
+    def reference_outputs(self) -> dict[str, "np.ndarray"]:
+        from mbuild.sources.data import read_outputs
+
+        return read_outputs(self.source_dir / "reference.npz")
+
+    def load_source_model(self):
+        """The source framework's model object (torch.nn.Module, onnx path, tf/keras model)."""
+        from mbuild.sources import get_source
+
+        return get_source(self.manifest.source.kind).load(self.manifest)
+
+
+@dataclass
+class Variant:
+    """What ``convert`` produced. Paths are relative to ``ctx.out_dir``."""
+
+    artifact: str  # the model file, or the .mlpackage folder
+    format: str  # onnx | tflite | mlpackage
+    files: list[str] = field(default_factory=list)  # companions shipped too (e.g. model.ort)
+    quantization: dict = field(default_factory=dict)  # what was actually applied; 'summary' is one sentence
+    audit: dict | None = None  # weights really quantized vs left float (see mbuild.recipes.audit)
+    io: dict = field(default_factory=dict)  # I/O contract: names, shapes, dtypes, layout changes, int I/O params
+    notes: list[str] = field(default_factory=list)  # graph preparation steps, fallbacks taken
+    details: dict = field(default_factory=dict)  # runtime-specific facts for the report
+
+
+@dataclass
+class RunResult:
+    """Outputs of one artifact on a data set, or why it could not run here."""
+
+    outputs: dict[str, "np.ndarray"] | None  # name -> [samples, *shape]
+    runtime: str  # e.g. 'onnxruntime 1.31.1 (CPUExecutionProvider)'
+    latency_ms: list[float] = field(default_factory=list)  # per-sample wall time, first run excluded
+    skipped_reason: str | None = None
+
+
+@dataclass
+class LintResult:
+    """A compatibility report; ``kind`` says whether it was measured or is a static estimate."""
+
+    name: str  # e.g. 'gpu_delegate', 'nnapi', 'ane', 'ort_mobile'
+    kind: str  # 'static estimate' | 'analyzer' | 'measured'
+    verdict: str  # 'clean' | 'partial' | 'unsupported'
+    coverage: float | None = None  # share of ops expected to run on the accelerator
+    ops_total: int = 0
+    offenders: list[dict] = field(default_factory=list)  # {'op': type, 'name': node, 'reason': why}
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "verdict": self.verdict, "coverage": self.coverage,
+                "ops_total": self.ops_total, "offenders": self.offenders, "details": self.details}
+
+
+class Runtime(ABC):
+    """Base of every runtime; subclasses fill the class data and the three methods."""
+
+    name: ClassVar[str]
+    format: ClassVar[str]
+    suffix: ClassVar[str]
+    platform: ClassVar[str]  # 'ios' | 'android' | 'any'
+    sources: ClassVar[frozenset[str]]
+    features: ClassVar[frozenset[str]]  # recipe features it implements (see mbuild.recipes.features)
+    packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions are task dependencies
+    extra: ClassVar[str] = ""  # pip extra that installs them
+
+    def parse_options(self, target: "TargetConfig") -> Any:
+        """Typed config from the target's runtime-specific keys (schema-checked already)."""
+        return dict(target.options)
+
+    def check_target(self, manifest: "Manifest", target: "TargetConfig", recipe: "RecipeConfig") -> str | None:
+        """A reason this combination cannot be built here, or None. Must not import an SDK."""
+        return None
+
+    def requirements(self, manifest: "Manifest", target: "TargetConfig") -> dict:
+        """Device requirements of the variant (platform, OS/API range, accelerator)."""
+        return {"platform": self.platform}
+
+    def versions(self) -> dict[str, str]:
+        """Installed versions of the converters this runtime calls (for task digests and bundle.json)."""
+        out = {}
+        for dist in self.packages:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "not installed"
+        return out
+
+    @abstractmethod
+    def convert(self, ctx: BuildContext) -> Variant:
+        """Convert and optimize the source into ``ctx.out_dir``."""
+
+    @abstractmethod
+    def run(self, ctx: BuildContext, artifact: Path, inputs: dict[str, "np.ndarray"]) -> RunResult:
+        """Run the artifact on every sample of ``inputs`` ([samples, *shape] arrays)."""
+
+    @abstractmethod
+    def lint(self, ctx: BuildContext, artifact: Path) -> list[LintResult]:
+        """Static and analyzer compatibility reports for the artifact's accelerator."""

@@ -1,0 +1,353 @@
+"""Runtime ``onnxruntime``: the CPU fallback (.onnx plus ORT-format .ort for ONNX Runtime Mobile).
+
+Quantization and fp16 come from ONNX Runtime's own tools; every quantized model is
+audited afterwards because ``quantize_*`` exits 0 even when it quantized nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mbuild.errors import BuildError
+from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Variant
+
+log = logging.getLogger(__name__)
+
+QDQ_MIN_OPSET = 13
+WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv",
+              "QLinearMatMul", "LSTM", "GRU", "RNN", "Attention", "Embedding", "Gather"}
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeConfig:
+    ort_format: bool = True
+    opset: int | None = None
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime on the CPU: fp32, fp16, dynamic int8 and static QDQ int8."""
+
+    name = "onnxruntime"
+    format = "onnx"
+    suffix = ".onnx"
+    platform = "any"
+    sources = frozenset({"pytorch", "onnx", "tensorflow"})
+    features = frozenset({"fp32", "fp16", "int8-static", "int8-dynamic", "exclude-auto"})
+    packages = ("onnxruntime", "onnx", "onnxslim")
+    extra = "onnxruntime"
+
+    def parse_options(self, target) -> OnnxRuntimeConfig:
+        return OnnxRuntimeConfig(**target.options)
+
+    def check_target(self, manifest, target, recipe):
+        q = recipe.quantize
+        if q and q.weights != "int8":
+            return f"onnxruntime quantizes weights to int8 only; recipe {recipe.name!r} asks for {q.weights}"
+        if q and q.activations not in ("int8", "uint8", "float"):
+            return f"onnxruntime static quantization supports int8/uint8 activations, not {q.activations}"
+        if recipe.precision == "fp16" and q:
+            return f"recipe {recipe.name!r} combines fp16 with int8 quantization; pick one for onnxruntime"
+        return None
+
+    def requirements(self, manifest, target) -> dict:
+        return {"platform": "any", "accelerator": "cpu"}
+
+    # -- convert -----------------------------------------------------------------------------------
+    def convert(self, ctx: BuildContext) -> Variant:
+        from mbuild.sources.onnx_prepare import prepare_onnx
+
+        cfg: OnnxRuntimeConfig = ctx.options or OnnxRuntimeConfig()
+        recipe = ctx.recipe
+        q = recipe.quantize
+        work = ctx.work_dir
+        prepared = work / "prepared.onnx"
+        min_opset = max(cfg.opset or 0, QDQ_MIN_OPSET if q else 0)
+        shapes = {n: s.shape for n, s in ctx.manifest.inputs.items()}
+        notes = prepare_onnx(ctx.canonical_onnx, prepared, shapes, min_opset=min_opset)
+        out = ctx.out_dir / "model.onnx"
+        details: dict = {"graph_preparation": notes}
+        if q is None and recipe.precision == "fp16":
+            quant = self._fp16(prepared, out)
+        elif q is None:
+            shutil.copyfile(prepared, out)
+            quant = {"summary": "none (fp32)", "scheme": "none", "weights": "float32", "activations": "float32"}
+        elif q.scheme == "dynamic":
+            quant = self._dynamic(ctx, prepared, out)
+        else:
+            quant, excluded = self._static(ctx, prepared, out)
+            details["excluded_nodes"] = excluded
+        files = []
+        if cfg.ort_format:
+            files.append(self._to_ort(out, work))
+        requested = q.weights if q else None
+        from mbuild.recipes.audit import make_audit
+
+        audit = make_audit(requested, onnx_weight_tensors(out), allow_partial=bool(q and q.allow_partial))
+        return Variant(artifact="model.onnx", format="onnx", files=files, quantization=quant, audit=audit,
+                       io=onnx_io_contract(out), notes=notes, details=details)
+
+    def _fp16(self, src: Path, dst: Path) -> dict:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = onnx.load(str(src))
+        try:
+            with _quiet():
+                converted = convert_float_to_float16(model, keep_io_types=True)
+        except Exception as e:
+            raise BuildError(f"onnxruntime fp16 conversion failed: {e}") from e
+        onnx.save(converted, str(dst))
+        return {"summary": "fp16 weights and compute (float32 inputs/outputs kept)", "scheme": "fp16",
+                "weights": "float16", "activations": "float16",
+                "tool": f"onnxruntime.transformers.float16 {_version('onnxruntime')}"}
+
+    def _dynamic(self, ctx: BuildContext, src: Path, dst: Path) -> dict:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        q = ctx.recipe.quantize
+        per_channel = q.granularity == "per_channel"
+        exclude = self._resolve_exclude(ctx, src)
+        try:
+            with _quiet():
+                quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                                 nodes_to_exclude=exclude)
+        except Exception as e:
+            raise BuildError(f"onnxruntime quantize_dynamic failed: {e}") from e
+        gran = "per-channel" if per_channel else "per-tensor"
+        return {"summary": f"int8 dynamic: weights int8 {gran} (symmetric), activations quantized to uint8 at run time",
+                "scheme": "dynamic", "granularity": gran.replace("-", "_"), "weights": "int8",
+                "activations": "uint8 (dynamic)", "calibration_samples": 0, "excluded": exclude,
+                "tool": f"onnxruntime.quantization {_version('onnxruntime')}"}
+
+    def _static(self, ctx: BuildContext, src: Path, dst: Path) -> tuple[dict, list[str]]:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        q = ctx.recipe.quantize
+        pre = ctx.work_dir / "preprocessed.onnx"
+        try:
+            with _quiet():
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        except Exception as e:  # noqa: BLE001 - pre-processing is an optimization
+            log.warning("quant_pre_process failed (%s); quantizing the prepared graph as is", e)
+            shutil.copyfile(src, pre)
+        calib = ctx.calibration_inputs()
+        samples = len(next(iter(calib.values())))
+        reader = _Reader(calib)
+        exclude = self._resolve_exclude(ctx, pre)
+        act = QuantType.QUInt8 if q.activations == "uint8" else QuantType.QInt8
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[q.method]
+        per_channel = q.granularity == "per_channel"
+        try:
+            with _quiet():
+                quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                activation_type=act, weight_type=QuantType.QInt8, calibrate_method=method,
+                                nodes_to_exclude=exclude,
+                                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        except Exception as e:
+            raise BuildError(f"onnxruntime quantize_static failed: {e}") from e
+        gran = "per-channel" if per_channel else "per-tensor"
+        a = "A8" if q.activations in ("int8", "uint8") else "A?"
+        summary = (f"int8 static QDQ {gran} W8{a} (weights int8 symmetric, activations {q.activations} asymmetric), "
+                   f"calibrated on {samples} samples ({q.method})")
+        if exclude:
+            summary += f", {len(exclude)} node(s) kept in float"
+        return ({"summary": summary, "scheme": "static", "format": "QDQ", "granularity": gran.replace("-", "_"),
+                 "weights": "int8", "activations": q.activations, "calibration_samples": samples,
+                 "calibration_method": q.method, "excluded": exclude,
+                 "tool": f"onnxruntime.quantization {_version('onnxruntime')}"}, exclude)
+
+    def _resolve_exclude(self, ctx: BuildContext, model_path: Path) -> list[str]:
+        """Node names to keep in float: listed names/op types, plus output producers if asked."""
+        import onnx
+
+        q = ctx.recipe.quantize
+        model = onnx.load(str(model_path))
+        wanted = set(q.exclude) if isinstance(q.exclude, tuple) else set()
+        wanted |= set(ctx.exclude_extra)
+        names = [n.name for n in model.graph.node if n.name in wanted or n.op_type in wanted]
+        if q.keep_outputs_float:
+            outputs = {o.name for o in model.graph.output}
+            names += _producers_of(model.graph, outputs)
+        return sorted(set(names))
+
+    def _to_ort(self, onnx_path: Path, work: Path) -> str:
+        """ORT-format model for ONNX Runtime Mobile, written next to the .onnx."""
+        from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+        out_dir = work / "ort"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        src_dir = work / "ort_in"
+        shutil.rmtree(src_dir, ignore_errors=True)
+        src_dir.mkdir(parents=True)
+        shutil.copyfile(onnx_path, src_dir / "model.onnx")
+        try:
+            with _quiet():
+                convert_onnx_models_to_ort(src_dir / "model.onnx", output_dir=out_dir,
+                                           optimization_styles=[OptimizationStyle.Fixed])
+        except Exception as e:
+            raise BuildError(f"onnxruntime ORT-format conversion failed: {e}") from e
+        produced = out_dir / "model.ort"
+        if not produced.exists():
+            raise BuildError("onnxruntime ORT-format conversion wrote no model.ort")
+        shutil.copyfile(produced, onnx_path.parent / "model.ort")
+        return "model.ort"
+
+    # -- run ---------------------------------------------------------------------------------------
+    def run(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray]) -> RunResult:
+        from mbuild.sources.onnx import run_session, session
+
+        sess = session(artifact)
+        outputs, latencies = run_session(sess, inputs, list(ctx.manifest.outputs), timed=True)
+        return RunResult(outputs=outputs, latency_ms=latencies,
+                         runtime=f"onnxruntime {_version('onnxruntime')} (CPUExecutionProvider, 1 thread)")
+
+    # -- lint --------------------------------------------------------------------------------------
+    def lint(self, ctx: BuildContext, artifact: Path) -> list[LintResult]:
+        """ONNX Runtime's mobile usability checker: how much the NNAPI and Core ML EPs could take."""
+        import onnx
+        from onnxruntime.tools.mobile_helpers import usability_checker as uc
+
+        model = onnx.load(str(artifact))
+        results = []
+        checks = [("ort_nnapi_ep", lambda m: uc.check_nnapi_partitions(m, True)),
+                  ("ort_coreml_ep", lambda m: uc.check_coreml_partitions(m, True, "coreml_supported_mlprogram_ops.md"))]
+        for name, check in checks:
+            try:
+                with _quiet():
+                    info = check(model)
+            except Exception as e:  # noqa: BLE001 - the checker is advisory
+                results.append(LintResult(name=name, kind="static estimate", verdict="unknown",
+                                          details={"error": str(e)}))
+                continue
+            coverage = info.num_supported_nodes / info.num_nodes if info.num_nodes else None
+            suit = info.suitability().name.lower()
+            verdict = {"yes": "clean", "maybe": "partial", "no": "unsupported"}[suit]
+            offenders = [{"op": op, "reason": "no kernel in this execution provider"} for op in sorted(info.unsupported_ops)]
+            results.append(LintResult(name=name, kind="static estimate", verdict=verdict,
+                                      coverage=round(coverage, 4) if coverage is not None else None,
+                                      ops_total=info.num_nodes, offenders=offenders,
+                                      details={"partitions": info.num_partitions, "suitability": suit,
+                                               "tool": "onnxruntime.tools.mobile_helpers.usability_checker"}))
+        return results
+
+
+class _Reader:
+    """CalibrationDataReader over [samples, *shape] arrays."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
+        self.count = len(next(iter(arrays.values())))
+        self.index = 0
+
+    def get_next(self):
+        if self.index >= self.count:
+            return None
+        feed = {k: np.ascontiguousarray(v[self.index]) for k, v in self.arrays.items()}
+        self.index += 1
+        return feed
+
+    def rewind(self):
+        self.index = 0
+
+
+def _producers_of(graph, tensors: set[str]) -> list[str]:
+    """Nodes producing ``tensors``, looking through trailing reshapes, concats and activations."""
+    passthrough = {"Reshape", "Flatten", "Transpose", "Concat", "Squeeze", "Unsqueeze", "Identity", "Softmax",
+                   "Sigmoid", "Relu", "Clip"}
+    by_output = {o: n for n in graph.node for o in n.output}
+    names, frontier, seen = [], list(tensors), set()
+    while frontier:
+        t = frontier.pop()
+        node = by_output.get(t)
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        names.append(node.name)
+        if node.op_type in passthrough:
+            frontier.extend(node.input)
+    return names
+
+
+def onnx_weight_tensors(path: Path):
+    """Weight initializers with storage type and the op that consumes them (through DequantizeLinear)."""
+    import onnx
+    from onnx import helper
+
+    from mbuild.recipes.audit import WeightTensor
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for t in node.input:
+            consumers.setdefault(t, []).append(node)
+
+    def consumer_op(name: str, depth: int = 0) -> str:
+        for node in consumers.get(name, []):
+            if node.op_type in ("DequantizeLinear", "Cast", "Transpose", "Reshape") and depth < 3:
+                return consumer_op(node.output[0], depth + 1)
+            return node.op_type
+        return "const"
+
+    qparams = {t for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for t in n.input[1:]}
+    tensors = []
+    for init in graph.initializer:
+        if init.name in qparams or len(init.dims) < 2:
+            continue  # scales, zero points and biases are not weights
+        elements = int(np.prod(init.dims)) if init.dims else 1
+        dtype = helper.tensor_dtype_to_np_dtype(init.data_type).name if init.data_type else "unknown"
+        nbytes = len(init.raw_data) if init.raw_data else elements * np.dtype(dtype).itemsize
+        op = consumer_op(init.name)
+        if op in WEIGHT_OPS or op == "const":
+            tensors.append(WeightTensor(init.name, op, dtype, elements, nbytes))
+    return [t for t in tensors if t.op_type in WEIGHT_OPS]
+
+
+def onnx_io_contract(path: Path) -> dict:
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+
+    def describe(values):
+        out = []
+        for v in values:
+            tt = v.type.tensor_type
+            out.append({"name": v.name, "dtype": helper.tensor_dtype_to_np_dtype(tt.elem_type).name,
+                        "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim]})
+        return out
+
+    inits = {i.name for i in model.graph.initializer}
+    return {"inputs": describe([i for i in model.graph.input if i.name not in inits]),
+            "outputs": describe(model.graph.output), "layout_changes": [], "state_tensors": []}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the converters' own prints and warnings; our reporter says what happened."""
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def _version(dist: str) -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "unknown"

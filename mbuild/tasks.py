@@ -1,0 +1,202 @@
+"""Manifests -> doit task dicts: ``source:``, ``variant:``, ``check:``, ``bundle:``.
+
+Loading this module (and so ``dodo.py``) imports no heavy framework: actions run
+``python -m mbuild.actions`` in a subprocess. Each task depends on the digest of the
+part of the manifest it uses (doit's ``config_changed``), its input files and the
+versions of the converters it calls - never on the whole manifest file.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mbuild import __version__
+from mbuild.errors import ManifestError, MbuildError
+from mbuild.layout import layout_for
+from mbuild.manifest import load_manifest
+from mbuild.manifest.model import Manifest
+
+DOIT_CONFIG = {
+    "dep_file": ".mbuild/doit.sqlite",
+    "backend": "sqlite3",
+    "continue": True,
+    "verbosity": 2,
+    "action_string_formatting": "new",
+}
+
+
+def _versions(dists) -> dict[str, str]:
+    out = {}
+    for d in dists:
+        try:
+            out[d] = importlib.metadata.version(d)
+        except importlib.metadata.PackageNotFoundError:
+            out[d] = "not installed"
+    return out
+
+
+def _config(obj) -> "object":
+    from doit.tools import config_changed
+
+    from mbuild._io import digest
+
+    return config_changed(digest(obj))
+
+
+def _cmd(step: str, manifest: Manifest, target: str | None = None) -> list:
+    argv = [sys.executable, "-m", "mbuild.actions", step, str(manifest.path)]
+    return argv + ([target] if target else [])
+
+
+def source_task(m: Manifest) -> dict:
+    from mbuild.sources.build import used_datasets
+
+    lay = layout_for(m)
+    sets = used_datasets(m)
+    deps = {"source": m.part("source", "inputs", "outputs"), "data": {s: m.raw.get("data", {}).get(s) for s in sets},
+            "mbuild": __version__, "versions": _versions(_SOURCE_DISTS[m.source.kind])}
+    return {
+        "name": m.name,
+        "doc": f"reference outputs, data and canonical ONNX for {m.name}",
+        "actions": [_cmd("source", m)],
+        "file_dep": [str(p) for p in _files_in(m.input_files)],
+        "targets": [str(lay.source_json), str(lay.source_dir / "model.onnx"), str(lay.source_dir / "reference.npz")],
+        "uptodate": [_config(deps)],
+        "clean": True,
+    }
+
+
+_SOURCE_DISTS = {"pytorch": ("torch", "onnx", "onnxruntime", "onnxslim", "onnx-tool"),
+                 "onnx": ("onnx", "onnxruntime", "onnxslim", "onnx-tool"),
+                 "tensorflow": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
+
+
+def _files_in(paths) -> list[Path]:
+    """Input files as doit file_deps (a SavedModel folder counts as its files)."""
+    out = []
+    for p in paths:
+        p = Path(p)
+        out.extend(sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])
+    return out
+
+
+def _recipe_part(m: Manifest, target) -> dict:
+    names = (target.candidates or tuple(m.recipes)) if target.recipe == "auto" else (target.recipe,)
+    return {n: m.raw.get("recipes", {}).get(n) for n in names}
+
+
+def variant_task(m: Manifest, name: str) -> dict:
+    from mbuild.targets import get_runtime
+
+    lay = layout_for(m)
+    target = m.targets[name]
+    runtime = get_runtime(target.runtime)
+    deps = {"target": m.raw["targets"][name], "recipes": _recipe_part(m, target),
+            "io": m.part("name", "version", "inputs", "outputs", "description", "author"),
+            "mbuild": __version__, "versions": runtime.versions()}
+    if target.recipe == "auto":
+        deps["validate"] = m.raw.get("validate")
+    return {
+        "name": f"{m.name}/{name}",
+        "doc": f"{target.runtime} variant for target {name}",
+        "actions": [_cmd("variant", m, name)],
+        "file_dep": [str(lay.source_json), str(lay.source_dir / "model.onnx")],
+        "targets": [str(lay.variant_json(name))],
+        "uptodate": [_config(deps)],
+        "clean": True,
+    }
+
+
+def check_task(m: Manifest, name: str) -> dict:
+    from mbuild.targets import get_runtime
+
+    lay = layout_for(m)
+    target = m.targets[name]
+    deps = {"validate": m.raw.get("validate"), "target_validate": target.validate, "outputs": m.raw["outputs"],
+            "mbuild": __version__, "versions": get_runtime(target.runtime).versions()}
+    return {
+        "name": f"{m.name}/{name}",
+        "doc": f"validate target {name} against the reference",
+        "actions": [_cmd("check", m, name)],
+        "file_dep": [str(lay.variant_json(name)), str(lay.source_dir / "reference.npz")],
+        "targets": [str(lay.report_json(name))],
+        "uptodate": [_config(deps)],
+        "clean": True,
+    }
+
+
+def bundle_task(m: Manifest) -> dict:
+    lay = layout_for(m)
+    deps = {"bundle": m.part("name", "version", "description", "author", "license", "select", "capacity", "inputs",
+                             "outputs"), "required": {n: t.required for n, t in m.targets.items()}, "mbuild": __version__}
+    file_dep = [str(lay.source_json)]
+    for name in m.targets:
+        file_dep += [str(lay.variant_json(name)), str(lay.report_json(name))]
+    return {
+        "name": m.name,
+        "doc": f"package dist/{m.bundle_id}.mbundle",
+        "actions": [_cmd("bundle", m)],
+        "file_dep": file_dep,
+        "targets": [str(lay.bundle_path)],
+        "uptodate": [_config(deps)],
+        "clean": True,
+    }
+
+
+@dataclass
+class Project:
+    """The manifests found under a project root, and those that failed to load."""
+
+    root: Path
+    manifests: list[Manifest] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def tasks(self, kind: str):
+        for m in self.manifests:
+            if kind == "source":
+                yield source_task(m)
+            elif kind == "bundle":
+                yield bundle_task(m)
+            else:
+                for name in m.targets:
+                    yield variant_task(m, name) if kind == "variant" else check_task(m, name)
+
+    def error_tasks(self):
+        from doit.exceptions import TaskFailed
+
+        for path, message in self.errors:
+            yield {"name": path, "doc": "manifest that failed to load",
+                   "actions": [lambda message=message: TaskFailed(message)], "uptodate": [False]}
+
+
+def discover_manifests(root: Path, selection: str | None = None) -> list[Path]:
+    """``manifests/*.yaml`` under the root, or the comma-separated paths given (doit var / MBUILD_MANIFESTS)."""
+    selection = selection or os.environ.get("MBUILD_MANIFESTS")
+    if selection:
+        return [Path(p) if Path(p).is_absolute() else root / p for p in selection.split(",") if p]
+    folder = root / "manifests"
+    return sorted(list(folder.glob("*.yaml")) + list(folder.glob("*.yml")))
+
+
+def load_project(root: Path, selection: str | None = None) -> Project:
+    project = Project(root=root.resolve())
+    names: dict[str, Path] = {}
+    for path in discover_manifests(project.root, selection):
+        try:
+            m = load_manifest(path, root=project.root)
+        except MbuildError as e:
+            project.errors.append((os.path.relpath(path, project.root), str(e)))
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        if m.name in names:
+            e = ManifestError(f"name {m.name!r} is also used by {os.path.relpath(names[m.name], project.root)}; "
+                              "bundle names must be unique", m.positions.of(("name",)), "name")
+            project.errors.append((os.path.relpath(path, project.root), str(e)))
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        names[m.name] = path
+        project.manifests.append(m)
+    return project

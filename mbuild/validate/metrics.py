@@ -1,0 +1,71 @@
+"""Tensor metrics (max_abs, mean_abs, rmse, cosine, SNR dB) and task metrics (top-k agreement, accuracy)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def tensor_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """Error of ``out`` against ``ref``; arrays are [samples, ...]."""
+    ref = np.asarray(ref, dtype=np.float64)
+    out = np.asarray(out, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise ValueError(f"shape {list(out.shape)} differs from the reference {list(ref.shape)}")
+    err = out - ref
+    r = ref.reshape(len(ref), -1)
+    o = out.reshape(len(out), -1)
+    dots = np.sum(r * o, axis=1)
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
+    both_zero = (np.linalg.norm(r, axis=1) == 0) & (np.linalg.norm(o, axis=1) == 0)
+    cos = np.where(both_zero, 1.0, dots / np.where(norms == 0, np.inf, norms))
+    signal = float(np.sum(ref * ref))
+    noise = float(np.sum(err * err))
+    snr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else float("-inf"))
+    return {
+        "max_abs": float(np.max(np.abs(err))) if err.size else 0.0,
+        "mean_abs": float(np.mean(np.abs(err))) if err.size else 0.0,
+        "rmse": float(np.sqrt(np.mean(err * err))) if err.size else 0.0,
+        "cosine": float(np.mean(cos)),
+        "cosine_worst": float(np.min(cos)),
+        "snr_db": snr,
+    }
+
+
+def classification_metrics(ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+    """Top-1/top-5 agreement with the reference; task accuracy of both when labels exist."""
+    classes = ref.shape[-1]
+    r = np.asarray(ref, dtype=np.float64).reshape(-1, classes)
+    o = np.asarray(out, dtype=np.float64).reshape(-1, classes)
+    ref_top1 = r.argmax(axis=1)
+    out_top1 = o.argmax(axis=1)
+    k = min(5, classes)
+    out_topk = np.argsort(-o, axis=1)[:, :k]
+    result = {
+        "top1_agreement": float(np.mean(ref_top1 == out_top1)),
+        "top5_agreement": float(np.mean([ref_top1[i] in out_topk[i] for i in range(len(r))])),
+    }
+    if labels is not None and len(labels) == len(r):
+        ref_acc = float(np.mean(ref_top1 == labels)) * 100
+        acc = float(np.mean(out_top1 == labels)) * 100
+        result.update({"accuracy": acc, "reference_accuracy": ref_acc, "accuracy_drop": ref_acc - acc})
+    return result
+
+
+def compare_outputs(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], kinds: dict[str, str],
+                    labels: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Per-output metrics; classification outputs also get agreement and accuracy."""
+    result = {}
+    for name, ref in reference.items():
+        if name not in outputs:
+            raise ValueError(f"output {name!r} is missing from the variant's results")
+        m = tensor_metrics(ref, outputs[name])
+        if kinds.get(name) == "classification":
+            m.update(classification_metrics(ref, outputs[name], labels))
+        result[name] = {k: _round(v) for k, v in m.items()}
+    return result
+
+
+def _round(v: float) -> float:
+    """Six significant digits: keeps reports stable across CPUs' last-bit differences."""
+    if not np.isfinite(v) or v == 0:
+        return float(v) if np.isfinite(v) else (999.0 if v > 0 else -999.0)
+    return float(f"{v:.6g}")
