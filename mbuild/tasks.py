@@ -62,8 +62,8 @@ def source_task(m: Manifest) -> dict:
         "name": m.name,
         "doc": f"reference outputs, data and canonical ONNX for {m.name}",
         "actions": [_cmd("source", m)],
-        "file_dep": [str(p) for p in _files_in(m.input_files)],
-        "targets": [str(lay.source_json), str(lay.source_dir / "model.onnx"), str(lay.source_dir / "reference.npz")],
+        "file_dep": _rel(m, _files_in(m.input_files)),
+        "targets": _rel(m, [lay.source_json, lay.source_dir / "model.onnx", lay.source_dir / "reference.npz"]),
         "uptodate": [_config(deps)],
         "clean": True,
     }
@@ -72,6 +72,11 @@ def source_task(m: Manifest) -> dict:
 _SOURCE_DISTS = {"pytorch": ("torch", "onnx", "onnxruntime", "onnxslim", "onnx-tool"),
                  "onnx": ("onnx", "onnxruntime", "onnxslim", "onnx-tool"),
                  "tensorflow": ("tensorflow", "tf2onnx", "onnx", "onnxruntime")}
+
+
+def _rel(m: Manifest, paths) -> list[str]:
+    """Paths relative to the project root (doit runs there), so a moved checkout stays up to date."""
+    return [os.path.relpath(p, m.root) for p in paths]
 
 
 def _files_in(paths) -> list[Path]:
@@ -103,8 +108,8 @@ def variant_task(m: Manifest, name: str) -> dict:
         "name": f"{m.name}/{name}",
         "doc": f"{target.runtime} variant for target {name}",
         "actions": [_cmd("variant", m, name)],
-        "file_dep": [str(lay.source_json), str(lay.source_dir / "model.onnx")],
-        "targets": [str(lay.variant_json(name))],
+        "file_dep": _rel(m, [lay.source_json, lay.source_dir / "model.onnx"]),
+        "targets": _rel(m, [lay.variant_json(name)]),
         "uptodate": [_config(deps)],
         "clean": True,
     }
@@ -121,8 +126,8 @@ def check_task(m: Manifest, name: str) -> dict:
         "name": f"{m.name}/{name}",
         "doc": f"validate target {name} against the reference",
         "actions": [_cmd("check", m, name)],
-        "file_dep": [str(lay.variant_json(name)), str(lay.source_dir / "reference.npz")],
-        "targets": [str(lay.report_json(name))],
+        "file_dep": _rel(m, [lay.variant_json(name), lay.source_dir / "reference.npz"]),
+        "targets": _rel(m, [lay.report_json(name)]),
         "uptodate": [_config(deps)],
         "clean": True,
     }
@@ -132,15 +137,15 @@ def bundle_task(m: Manifest) -> dict:
     lay = layout_for(m)
     deps = {"bundle": m.part("name", "version", "description", "author", "license", "select", "capacity", "inputs",
                              "outputs"), "required": {n: t.required for n, t in m.targets.items()}, "mbuild": __version__}
-    file_dep = [str(lay.source_json)]
+    file_dep = [lay.source_json]
     for name in m.targets:
-        file_dep += [str(lay.variant_json(name)), str(lay.report_json(name))]
+        file_dep += [lay.variant_json(name), lay.report_json(name)]
     return {
         "name": m.name,
         "doc": f"package dist/{m.bundle_id}.mbundle",
         "actions": [_cmd("bundle", m)],
-        "file_dep": file_dep,
-        "targets": [str(lay.bundle_path)],
+        "file_dep": _rel(m, file_dep),
+        "targets": _rel(m, [lay.bundle_path]),
         "uptodate": [_config(deps)],
         "clean": True,
     }

@@ -124,12 +124,10 @@ def variant_entry(manifest, name, record, report, source, stored) -> dict:
     }
     if record.get("search"):
         entry["recipe_search"] = record["search"]
-    try:
-        from mbuild.devices.capacity import estimate_variant
+    from mbuild.devices import load_devices
+    from mbuild.devices.capacity import estimate_variant
 
-        entry["capacity"] = estimate_variant(entry, None, manifest.capacity)
-    except ImportError:
-        pass
+    entry["capacity"] = estimate_variant(entry, load_devices(), manifest.capacity)
     return entry
 
 

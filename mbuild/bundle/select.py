@@ -99,7 +99,8 @@ def _check_os(req: dict, props: dict) -> list[str]:
         return out
     have = props.get("os_version")
     if have is None:
-        return [f"needs iOS {'>= ' + str(lo) if lo is not None else '<= ' + str(hi)}; the device's iOS version is unknown"]
+        bound = f">= {lo}" if lo is not None else f"<= {hi}"
+        return [f"needs iOS {bound}; the device's iOS version is unknown"]
     if lo is not None and parse_version(have) < parse_version(lo):
         out.append(f"needs iOS >= {lo}; device runs iOS {have}")
     if hi is not None and parse_version(have) > parse_version(hi):
@@ -115,11 +116,13 @@ def _check_api(req: dict, props: dict) -> list[str]:
         return out
     have = props.get("api_level")
     if have is None:
-        return [f"needs Android API {'>= ' + str(lo) if lo is not None else '<= ' + str(hi)}; the device's API level is unknown"]
+        bound = f">= {lo}" if lo is not None else f"<= {hi}"
+        return [f"needs Android API {bound}; the device's API level is unknown"]
     if lo is not None and int(have) < int(lo):
         out.append(f"needs Android API >= {lo}; device runs API {have}")
     if hi is not None and int(have) > int(hi):
-        why = " (NNAPI deprecated from Android 15)" if req.get("accelerator") == "nnapi" and int(hi) <= NNAPI_MAX_API else ""
+        nnapi_bound = req.get("accelerator") == "nnapi" and int(hi) <= NNAPI_MAX_API
+        why = " (NNAPI deprecated from Android 15)" if nnapi_bound else ""
         out.append(f"needs Android API <= {hi}{why}; device runs API {have}")
     return out
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 from mbuild.bundle.archive import open_archive
@@ -18,13 +19,13 @@ def verify_bundle(path: Path) -> dict:
         names = zf.namelist()
         if "bundle.json" not in names or "SHA256SUMS" not in names:
             raise BundleError(f"{path}: missing {'bundle.json' if 'bundle.json' not in names else 'SHA256SUMS'}")
-        sums = _parse_sums(zf.read("SHA256SUMS").decode("utf-8", "replace"), path)
+        sums = _parse_sums(_read(zf, "SHA256SUMS", path).decode("utf-8", "replace"), path)
         for name in names:
             if name in UNLISTED or name.endswith("/"):
                 continue
             if name not in sums:
                 raise BundleError(f"{path}: entry {name!r} is not listed in SHA256SUMS")
-            actual = hashlib.sha256(zf.read(name)).hexdigest()
+            actual = hashlib.sha256(_read(zf, name, path)).hexdigest()
             if actual != sums[name]:
                 raise BundleError(f"{path}: entry {name!r} does not match its SHA256SUMS checksum "
                                   f"(expected {sums[name][:12]}..., got {actual[:12]}...)")
@@ -32,7 +33,7 @@ def verify_bundle(path: Path) -> dict:
             if name not in names:
                 raise BundleError(f"{path}: SHA256SUMS lists {name!r}, which is not in the archive")
         try:
-            doc = json.loads(zf.read("bundle.json"))
+            doc = json.loads(_read(zf, "bundle.json", path))
         except json.JSONDecodeError as e:
             raise BundleError(f"{path}: bundle.json is not valid JSON ({e})") from None
         problems = bundle_schema_problems(doc)
@@ -47,6 +48,13 @@ def verify_bundle(path: Path) -> dict:
                 if _tree_digest(zf, prefix, members) != f["sha256"]:
                     raise BundleError(f"{path}: variant {v['id']!r} file {prefix!r} does not match the sha256 in bundle.json")
     return doc
+
+
+def _read(zf, name: str, path: Path) -> bytes:
+    try:
+        return zf.read(name)
+    except zipfile.BadZipFile as e:
+        raise BundleError(f"{path}: entry {name!r} does not match its checksum ({e}: the archive was altered)") from None
 
 
 def _parse_sums(text: str, path: Path) -> dict[str, str]:
@@ -66,7 +74,7 @@ def _parse_sums(text: str, path: Path) -> dict[str, str]:
 def _tree_digest(zf, prefix: str, members: list[str]) -> str:
     """Same digest as mbuild._io.sha256_tree: a file's sha256, or a folder's names and contents."""
     if members == [prefix]:
-        return hashlib.sha256(zf.read(prefix)).hexdigest()
+        return hashlib.sha256(zf.read(prefix)).hexdigest()  # CRC already checked above
     h = hashlib.sha256()
     for name in sorted(members):
         rel = name[len(prefix) + 1:]

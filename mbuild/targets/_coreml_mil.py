@@ -45,7 +45,7 @@ class Op:
     name: str
     inputs: dict[str, list[str]] = field(default_factory=dict)  # argument -> producer value names
     outputs: list[Tensor] = field(default_factory=list)
-    attrs: dict[str, Tensor] = field(default_factory=dict)  # typed attributes (iOS16 constexpr payloads)
+    attrs: dict[str, Tensor] = field(default_factory=dict)  # typed attributes and inline arguments
     value: list | None = None  # small immediate values of const ops (ints/floats), else None
 
 
@@ -88,8 +88,8 @@ def program_from_spec(spec) -> Program:
     flexible = {}
     for desc in spec.description.input:
         kind = desc.type.WhichOneof("Type")
-        arr = getattr(desc.type, kind, None)
-        which = arr.WhichOneof("ShapeFlexibility") if arr is not None and hasattr(arr, "WhichOneof") else None
+        group = {"multiArrayType": "ShapeFlexibility", "imageType": "SizeFlexibility"}.get(kind)
+        which = getattr(desc.type, kind).WhichOneof(group) if group else None
         if which in ("enumeratedShapes", "imageSizeRange", "shapeRange", "enumeratedSizes"):
             flexible[desc.name] = "enumerated" if which.startswith("enumerated") else "range"
     return Program(spec_version=spec.specificationVersion, opset=fn.opset, inputs=inputs,
@@ -103,6 +103,10 @@ def _walk(block, out: list[Op]) -> None:
         record.inputs = {k: [a.name for a in v.arguments if a.name] for k, v in op.inputs.items()}
         record.outputs = [_tensor(o.name, o.type) for o in op.outputs]
         record.attrs = {k: _tensor(k, v.type) for k, v in op.attributes.items() if k != "name"}
+        for k, v in op.inputs.items():  # inline argument values (iOS18 constexpr payloads are stored so)
+            inline = [a.value for a in v.arguments if not a.name and a.HasField("value")]
+            if inline:
+                record.attrs[k] = _tensor(k, inline[0].type)
         if op.type in CONST_OPS and "val" in op.attributes:
             record.value = _immediate(op.attributes["val"])
         out.append(record)
@@ -143,6 +147,8 @@ def weight_tensors(program: Program) -> list[WeightTensor]:
         if op.type in CONST_OPS or op.type.startswith("constexpr_"):
             continue
         for arg, names in op.inputs.items():
+            if not _is_weight_arg(op.type, arg):
+                continue
             for name in names:
                 src = producers.get(name)
                 if src is None or name in found:
@@ -155,6 +161,13 @@ def weight_tensors(program: Program) -> list[WeightTensor]:
                     found[name] = WeightTensor(name=name, op_type=op.type, dtype=dtype, elements=out.elements,
                                                nbytes=nbytes)
     return sorted(found.values(), key=lambda t: t.name)
+
+
+def _is_weight_arg(op_type: str, arg: str) -> bool:
+    """Weights are what a layer multiplies by (biases, norms and shape constants are not audited)."""
+    if arg == "weight" or arg.startswith("weight_"):
+        return True
+    return arg in ("x", "y") and op_type in ("matmul", "einsum", "gather", "gather_along_axis", "gather_nd")
 
 
 def storage(op: Op, producers: dict[str, Op]) -> tuple[str, int]:
@@ -198,7 +211,7 @@ def _payload(op: Op, producers: dict[str, Op]) -> Tensor:
 
 def _lut_bits(op: Op, indices: Tensor, lut: Tensor) -> int:
     """Index width: iOS16 packs indices into uint8 bytes (width from the LUT's 2**n entries); iOS18 types them."""
-    if "indices" in op.attrs:
+    if indices.dtype == "uint8" and lut.shape and len(lut.shape) == 1:
         entries = lut.shape[0] if lut.shape else 0
         return max(1, round(math.log2(entries))) if entries else 8
     return _BITS.get(indices.dtype, 8)

@@ -179,25 +179,8 @@ class OnnxRuntime(Runtime):
         return sorted(set(names))
 
     def _to_ort(self, onnx_path: Path, work: Path) -> str:
-        """ORT-format model for ONNX Runtime Mobile, written next to the .onnx."""
-        from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
-        out_dir = work / "ort"
-        shutil.rmtree(out_dir, ignore_errors=True)
-        src_dir = work / "ort_in"
-        shutil.rmtree(src_dir, ignore_errors=True)
-        src_dir.mkdir(parents=True)
-        shutil.copyfile(onnx_path, src_dir / "model.onnx")
-        try:
-            with _quiet():
-                convert_onnx_models_to_ort(src_dir / "model.onnx", output_dir=out_dir,
-                                           optimization_styles=[OptimizationStyle.Fixed])
-        except Exception as e:
-            raise BuildError(f"onnxruntime ORT-format conversion failed: {e}") from e
-        produced = out_dir / "model.ort"
-        if not produced.exists():
-            raise BuildError("onnxruntime ORT-format conversion wrote no model.ort")
-        shutil.copyfile(produced, onnx_path.parent / "model.ort")
+        """ORT-format model for ONNX Runtime Mobile, written next to the .onnx (see ``convert_to_ort``)."""
+        convert_to_ort(onnx_path, onnx_path.parent / "model.ort")
         return "model.ort"
 
     # -- run ---------------------------------------------------------------------------------------
@@ -351,3 +334,47 @@ def _version(dist: str) -> str:
         return md.version(dist)
     except md.PackageNotFoundError:
         return "unknown"
+
+
+_ORT_SCRIPT = """
+from pathlib import Path
+from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+convert_onnx_models_to_ort(Path('in/model.onnx'), output_dir=Path('out'), optimization_styles=[OptimizationStyle.Fixed])
+"""
+
+
+def convert_to_ort(onnx_path: Path, dst: Path) -> None:
+    """Convert to ORT format reproducibly.
+
+    ONNX Runtime serializes a hash map whose order follows the process's memory layout, so the
+    same model gives different bytes from run to run. The converter therefore runs in a child
+    process with address-space randomization off (``setarch -R``), an empty environment and
+    fixed-length relative paths, which makes its output byte-identical across checkouts.
+    """
+    import os
+    import platform
+    import subprocess
+    import sys
+    import tempfile
+
+    import onnxruntime
+
+    tmp = Path(tempfile.mkdtemp(prefix="mbuild-ort-"))
+    try:
+        (tmp / "in").mkdir()
+        shutil.copyfile(onnx_path, tmp / "in" / "model.onnx")
+        os.symlink(Path(onnxruntime.__file__).resolve().parent.parent, tmp / "sp")
+        python = os.path.realpath(sys.executable)
+        cmd = [python, "-c", _ORT_SCRIPT]
+        setarch = shutil.which("setarch")
+        if setarch and platform.system() == "Linux":
+            cmd = [setarch, platform.machine(), "-R", *cmd]
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": "sp", "LC_ALL": "C"}
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+        produced = tmp / "out" / "model.ort"
+        if proc.returncode != 0 or not produced.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise BuildError(f"onnxruntime ORT-format conversion failed: {' | '.join(tail)}")
+        shutil.copyfile(produced, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

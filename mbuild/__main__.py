@@ -1,0 +1,5 @@
+import sys
+
+from mbuild.cli import main
+
+sys.exit(main())

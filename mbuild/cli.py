@@ -1,0 +1,175 @@
+"""The ``mbuild`` command: validate manifests, build, inspect/verify bundles, select variants, list devices."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mbuild import __version__
+from mbuild.errors import MbuildError
+
+
+def _manifest_paths(given: list[str]) -> list[Path]:
+    if given:
+        return [Path(p) for p in given]
+    from mbuild.tasks import discover_manifests
+
+    return discover_manifests(Path.cwd())
+
+
+def cmd_validate(args) -> int:
+    from mbuild.manifest import load_manifest
+
+    paths = _manifest_paths(args.manifests)
+    if not paths:
+        print("error: no manifests given and none found in ./manifests", file=sys.stderr)
+        return 2
+    worst = 0
+    for path in paths:
+        try:
+            m = load_manifest(path)
+        except MbuildError as e:
+            print(f"error: {e}", file=sys.stderr)
+            worst = max(worst, e.exit_code)
+            continue
+        targets = ", ".join(f"{n} ({t.runtime}/{t.recipe})" for n, t in m.targets.items())
+        print(f"ok: {os.path.relpath(path)}: {m.bundle_id}, {m.source.kind} source, targets: {targets}")
+    return worst
+
+
+def cmd_build(args) -> int:
+    """Run doit for the given manifests (all under manifests/ by default)."""
+    from doit.doit_cmd import DoitMain
+    from doit.cmd_base import ModuleTaskLoader
+
+    import importlib.util
+
+    dodo = Path.cwd() / "dodo.py"
+    if not dodo.exists():
+        print("error: run 'mbuild build' from the project root (the folder holding dodo.py)", file=sys.stderr)
+        return 2
+    if args.manifests:
+        os.environ["MBUILD_MANIFESTS"] = ",".join(str(Path(p).resolve()) for p in args.manifests)
+    spec = importlib.util.spec_from_file_location("dodo", dodo)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["run"] + (["-n", str(args.jobs), "-P", "process"] if args.jobs > 1 else [])
+    return DoitMain(ModuleTaskLoader(module)).run(argv)
+
+
+def cmd_inspect(args) -> int:
+    from mbuild.bundle.inspect import format_bundle
+    from mbuild.bundle.verify import read_bundle_json
+
+    print(format_bundle(read_bundle_json(Path(args.bundle))))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from mbuild.bundle.verify import verify_bundle
+
+    doc = verify_bundle(Path(args.bundle))
+    if args.key:
+        from mbuild.bundle.sign import verify_signature
+
+        verify_signature(Path(args.bundle), Path(args.key))
+    print(f"ok: {args.bundle}: {doc['name']} {doc['version']}, {len(doc['variants'])} variant(s), "
+          f"checksums and schema valid" + (", signature valid" if args.key else ""))
+    return 0
+
+
+def cmd_select(args) -> int:
+    from mbuild.bundle.select import device_properties, make_device_properties, select_in_bundle_file
+
+    if args.device:
+        from mbuild.devices import get_device
+
+        props = device_properties(get_device(args.device), api_level=args.api, os_version=args.os)
+    elif args.platform:
+        props = make_device_properties(args.platform, os_version=args.os, api_level=args.api, soc=args.soc,
+                                       ram_mb=args.ram_mb, has_ane_coreml=args.ane, has_gpu=args.gpu,
+                                       nnapi=args.nnapi)
+    else:
+        print("error: give --device ID or --platform with the device's properties", file=sys.stderr)
+        return 2
+    sel = select_in_bundle_file(Path(args.bundle), props)
+    print(f"selected: {sel.variant_id}")
+    print(sel.explanation)
+    for vid, reason in sel.reasons_rejected:
+        print(f"  rejected {vid}: {reason}")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from mbuild.devices import load_devices
+
+    rows = [("id", "platform", "chip", "year", "RAM MB", "OS/API", "ANE (Core ML)", "NNAPI")]
+    for d in load_devices():
+        osr = (f"iOS {d.value('os_min')}-{d.value('os_max')}" if d.platform == "ios"
+               else f"API {d.value('api_min')}-{d.value('api_max')}")
+        ane = d.value("ane_present")
+        ane_s = "-" if d.platform != "ios" else ("no" if not ane else ("yes" if d.value("ane_usable_by_coreml") else "present, not usable"))
+        rows.append((d.id, d.platform, str(d.value("chip")), str(d.value("year")), str(d.value("ram_mb")), osr, ane_s,
+                     "-" if d.platform != "android" else str(d.value("nnapi_available"))))
+    print(_table(rows))
+    return 0
+
+
+def _table(rows) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mbuild", description=__doc__)
+    p.add_argument("--version", action="version", version=f"mbuild {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check manifests (schema, paths, targets) without building")
+    v.add_argument("manifests", nargs="*")
+    v.set_defaults(func=cmd_validate)
+    b = sub.add_parser("build", help="build bundles with doit (all manifests by default)")
+    b.add_argument("manifests", nargs="*")
+    b.add_argument("-n", "--jobs", type=int, default=1)
+    b.set_defaults(func=cmd_build)
+    i = sub.add_parser("inspect", help="show a bundle's variants, sizes, quantization and validation")
+    i.add_argument("bundle")
+    i.set_defaults(func=cmd_inspect)
+    ve = sub.add_parser("verify", help="check a bundle's schema, checksums and paths (and signature)")
+    ve.add_argument("bundle")
+    ve.add_argument("--key", help="Ed25519 public key (PEM) to check the signature with")
+    ve.set_defaults(func=cmd_verify)
+    s = sub.add_parser("select", help="which variant a device loads, and why")
+    s.add_argument("bundle")
+    s.add_argument("--device", help="a device id from 'mbuild devices'")
+    s.add_argument("--platform", choices=["ios", "android", "macos", "linux", "windows"])
+    s.add_argument("--os", help="iOS version, e.g. 17.5")
+    s.add_argument("--api", type=int, help="Android API level")
+    s.add_argument("--soc", help="SoC model, e.g. sm8550")
+    s.add_argument("--ram-mb", type=int)
+    s.add_argument("--ane", action=argparse.BooleanOptionalAction, default=None,
+                   help="a Neural Engine Core ML can use")
+    s.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True)
+    s.add_argument("--nnapi", action=argparse.BooleanOptionalAction, default=None)
+    s.set_defaults(func=cmd_select)
+    d = sub.add_parser("devices", help="list the device database")
+    d.set_defaults(func=cmd_devices)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MbuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

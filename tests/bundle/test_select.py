@@ -1,0 +1,164 @@
+"""Selection: which variant a device loads and why the earlier ones were rejected."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+
+from mbuild.bundle.select import (
+    SELECTION_ALGORITHM,
+    check_requirements,
+    device_properties,
+    make_device_properties,
+    parse_version,
+    select,
+    select_in_bundle_file,
+)
+from mbuild.devices import get_device
+from mbuild.errors import BundleError
+
+ORDER = ["ios-ane", "ios-gpu", "android-nnapi", "android-gpu", "cpu"]
+
+
+def make_bundle() -> dict:
+    """The digits-like bundle the acceptance criteria talk about, written by hand."""
+    def variant(vid, runtime, **req):
+        return {"id": vid, "file": f"{vid}/model", "runtime": runtime, "flops": 100_000, "params": 1_000,
+                "requirements": {"ram_mb_min": 12, **req}, "validation": {"status": "passed"}}
+
+    return {
+        "name": "digits-cnn", "version": "1.0.0",
+        "variants": [
+            variant("ios-ane", "coreml", platform="ios", min_os="16.0", accelerator="ane"),
+            variant("ios-gpu", "coreml", platform="ios", min_os="15.0", accelerator="gpu"),
+            variant("android-nnapi", "tflite", platform="android", min_api=27, max_api=34, accelerator="nnapi"),
+            variant("android-gpu", "tflite", platform="android", min_api=26, accelerator="gpu"),
+            {"id": "cpu", "file": "cpu/model.onnx", "runtime": "onnxruntime", "flops": 100_000,
+             "requirements": {"platform": "any", "accelerator": "cpu"}, "validation": {"status": "passed"}},
+        ],
+        "selection": {"order": ORDER, "fallback": "cpu", "algorithm": SELECTION_ALGORITHM},
+    }
+
+
+def test_iphone_7_gets_gpu_variant_because_a10_has_no_neural_engine():
+    sel = select(make_bundle(), device_properties(get_device("iphone-7")))
+    assert sel.variant_id == "ios-gpu"
+    assert [v for v, _ in sel.reasons_rejected] == ["ios-ane"]
+    reason = sel.reasons_rejected[0][1]
+    assert "Neural Engine usable by Core ML" in reason and "has none" in reason and "A10" in reason
+
+
+def test_iphone_8_a11_neural_engine_is_not_usable_by_core_ml():
+    sel = select(make_bundle(), device_properties(get_device("iphone-8")))
+    assert sel.variant_id == "ios-gpu"
+    assert "Core ML cannot use" in sel.reasons_rejected[0][1]
+
+
+def test_iphone_12_gets_ane_variant():
+    sel = select(make_bundle(), device_properties(get_device("iphone-12")))
+    assert sel.variant_id == "ios-ane"
+    assert sel.reasons_rejected == []
+    assert "ios-ane" in sel.explanation
+
+
+def test_android_api_30_with_nnapi_gets_nnapi_variant():
+    props = make_device_properties("android", api_level=30, soc="sm8150", ram_mb=6144)
+    assert props["nnapi"] is True
+    sel = select(make_bundle(), props)
+    assert sel.variant_id == "android-nnapi"
+    assert [v for v, _ in sel.reasons_rejected] == ["ios-ane", "ios-gpu"]
+    assert all("built for ios" in r for _, r in sel.reasons_rejected)
+
+
+def test_database_device_on_api_30_gets_nnapi_variant():
+    sel = select(make_bundle(), device_properties(get_device("pixel-8"), api_level=30))
+    assert sel.variant_id == "android-nnapi"
+
+
+def test_android_api_35_gets_gpu_variant_with_nnapi_deprecation_reason():
+    sel = select(make_bundle(), make_device_properties("android", api_level=35, ram_mb=8192))
+    assert sel.variant_id == "android-gpu"
+    reasons = dict(sel.reasons_rejected)
+    assert "Android API <= 34" in reasons["android-nnapi"]
+    assert "NNAPI deprecated from Android 15" in reasons["android-nnapi"]
+    assert "API 35" in reasons["android-nnapi"]
+
+
+def test_device_meeting_nothing_else_gets_cpu_fallback():
+    sel = select(make_bundle(), make_device_properties("linux", ram_mb=4096))
+    assert sel.variant_id == "cpu"
+    assert [v for v, _ in sel.reasons_rejected] == ORDER[:-1]
+    assert all(reason for _, reason in sel.reasons_rejected)
+
+
+def test_fallback_is_used_even_when_not_listed_in_order():
+    bundle = make_bundle()
+    bundle["selection"]["order"] = ["ios-ane"]
+    sel = select(bundle, make_device_properties("linux"))
+    assert sel.variant_id == "cpu" and "fallback" in sel.explanation
+
+
+def test_ram_reason_names_both_sides():
+    reasons = check_requirements({"platform": "any", "ram_mb_min": 512}, make_device_properties("android", ram_mb=256))
+    assert reasons == ["needs >= 512 MB RAM; device has 256 MB"]
+
+
+def test_unknown_property_fails_the_requirement_that_reads_it():
+    reasons = check_requirements({"platform": "ios", "min_os": "16.0"}, make_device_properties("ios"))
+    assert reasons and "unknown" in reasons[0]
+
+
+def test_soc_allow_and_deny():
+    props = make_device_properties("android", api_level=33, soc="SM8550", ram_mb=8192)
+    assert check_requirements({"soc_allow": ["sm8550"]}, props) == []
+    assert "limited to SoCs" in check_requirements({"soc_allow": ["sm8650"]}, props)[0]
+    assert check_requirements({"soc_deny": ["sm8550"]}, props) == ["excluded on SoC sm8550"]
+
+
+def test_failed_variant_is_never_selected():
+    bundle = make_bundle()
+    bundle["variants"][0]["validation"]["status"] = "failed"
+    sel = select(bundle, device_properties(get_device("iphone-12")))
+    assert sel.variant_id == "ios-gpu"
+    assert dict(sel.reasons_rejected)["ios-ane"] == "failed validation in the build"
+
+
+def test_versions_compare_numerically():
+    assert parse_version("15") < parse_version("15.4") < parse_version("16.0") == parse_version("16")
+    assert parse_version("9.3") < parse_version("10.0")
+
+
+def test_missing_fallback_is_a_bundle_error():
+    bundle = make_bundle()
+    bundle["selection"]["fallback"] = "nope"
+    with pytest.raises(BundleError, match="fallback"):
+        select(bundle, make_device_properties("linux"))
+
+
+def test_select_in_bundle_file_reads_only_bundle_json(tmp_path):
+    path = tmp_path / "digits-1.0.0.mbundle"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("bundle.json", json.dumps(make_bundle()))
+    sel = select_in_bundle_file(path, device_properties(get_device("iphone-12")))
+    assert sel.variant_id == "ios-ane"
+    assert sel.to_dict()["variant"] == "ios-ane"
+
+
+def test_select_in_bundle_file_errors_are_bundle_errors(tmp_path):
+    not_zip = tmp_path / "x.mbundle"
+    not_zip.write_text("hello")
+    with pytest.raises(BundleError, match="zip"):
+        select_in_bundle_file(not_zip, make_device_properties("linux"))
+    empty = tmp_path / "y.mbundle"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("other.txt", "x")
+    with pytest.raises(BundleError, match="bundle.json is missing"):
+        select_in_bundle_file(empty, make_device_properties("linux"))
+
+
+def test_algorithm_text_is_numbered_and_names_the_rules():
+    lines = [line for line in SELECTION_ALGORITHM.splitlines() if line.strip()]
+    assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4", "5"]
+    for word in ("selection.order", "fallback", "min_os", "max_api", "ram_mb_min", "soc_allow", "NNAPI"):
+        assert word in SELECTION_ALGORITHM

@@ -1,0 +1,79 @@
+"""Shared fixtures: throw-away projects built with the real doit, converters and runtimes."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS_FILES = ["model.py", "weights.pt", "val.npz", "calib.npz"]
+
+DIGITS_CPU = """\
+mbuild: 1
+name: digits-cnn
+version: 1.0.0
+source:
+  pytorch: {model: ../examples/digits/model.py:DigitsCNN, weights: ../examples/digits/weights.pt}
+inputs:
+  image: {shape: [1, 1, 8, 8], dtype: float32, range: [0, 1]}
+outputs:
+  logits: {kind: classification}
+data:
+  calibration: {npz: ../examples/digits/calib.npz, inputs: {image: x}, limit: 128}
+  validation: {npz: ../examples/digits/val.npz, inputs: {image: x}, labels: y}
+recipes:
+  fp32: {precision: fp32}
+  fp16: {precision: fp16}
+  int8: {quantize: {scheme: static, calibration: calibration}}
+targets:
+  cpu-fp32: {runtime: onnxruntime, recipe: fp32}
+  cpu-int8: {runtime: onnxruntime, recipe: int8}
+validate:
+  int8: {cosine_min: 0.99}
+"""
+
+
+def make_project(root: Path, manifests: dict[str, str], examples: tuple[str, ...] = ("digits",)) -> Path:
+    """A project folder with dodo.py, the named example folders and the given manifests."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "dodo.py", root / "dodo.py")
+    for ex in examples:
+        src = REPO / "examples" / ex
+        dst = root / "examples" / ex
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in src.iterdir():
+            if f.is_file() and f.suffix in (".py", ".pt", ".npz", ".onnx", ".yaml"):
+                shutil.copyfile(f, dst / f.name)
+    (root / "manifests").mkdir(exist_ok=True)
+    for name, text in manifests.items():
+        (root / "manifests" / name).write_text(text)
+    return root
+
+
+def run_doit(project: Path, *args: str, check: bool = False, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"doit {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def executed_tasks(stdout: str) -> set[str]:
+    """Tasks doit ran (lines '.  task'), as opposed to those it found up to date ('-- task')."""
+    return {line[3:].strip() for line in stdout.splitlines() if line.startswith(".  ")}
+
+
+def run_mbuild(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mbuild", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="session")
+def digits_cpu_project(tmp_path_factory) -> Path:
+    """The digits CNN built once for the CPU (fp32 + static int8) with the real doit."""
+    project = make_project(tmp_path_factory.mktemp("digits-cpu"), {"digits.yaml": DIGITS_CPU})
+    run_doit(project, check=True)
+    return project

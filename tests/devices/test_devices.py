@@ -1,0 +1,124 @@
+"""The device database: enough devices, every figure sourced, Apple/NNAPI facts respected."""
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import yaml
+
+from mbuild.devices import DEVICES_YAML, DeviceError, get_device, load_devices
+from mbuild.devices.capacity import DEFAULT_ASSUMPTIONS, estimate, estimate_variant, merge_assumptions
+from mbuild.errors import MbuildError
+
+URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
+NO_ANE_CHIPS = ("A7", "A8", "A9", "A10")
+
+
+def walk_figures(node, path=""):
+    """Yield (path, figure-dict) for every non-null leaf figure in the raw YAML."""
+    if isinstance(node, dict) and "value" in node:
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if value is not None and key not in ("id", "name", "platform"):
+                yield from walk_figures(value, f"{path}.{key}")
+
+
+def test_at_least_twenty_devices_apple_and_android():
+    devices = load_devices()
+    assert len(devices) >= 20
+    assert {d.platform for d in devices} == {"ios", "android"}
+
+
+def test_ids_are_kebab_case_and_unique():
+    raw = yaml.safe_load(DEVICES_YAML.read_text())["devices"]
+    ids = [d["id"] for d in raw]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", i) for i in ids)
+
+
+def test_every_non_null_figure_has_a_url_source():
+    raw = yaml.safe_load(DEVICES_YAML.read_text())["devices"]
+    count = 0
+    for device in raw:
+        for path, fig in walk_figures(device):
+            count += 1
+            assert fig["value"] is not None, f"{device['id']}{path}: unknown figures are null"
+            assert URL.match(str(fig.get("source", ""))), f"{device['id']}{path}: no URL source"
+    assert count > 100
+
+
+def test_a10_and_earlier_have_no_usable_neural_engine():
+    for device in load_devices():
+        chip = device.value("chip") or ""
+        if device.platform == "ios" and any(re.search(rf"\b{c}\b", chip) for c in NO_ANE_CHIPS):
+            assert device.value("ane_usable_by_coreml") is False
+            assert device.value("ane_present") is False
+
+
+def test_a11_neural_engine_present_but_not_usable_by_core_ml():
+    a11 = [d for d in load_devices() if "A11" in (d.value("chip") or "")]
+    assert a11
+    for device in a11:
+        assert device.value("ane_present") is True
+        assert device.value("ane_usable_by_coreml") is False
+
+
+def test_nnapi_levels_never_exceed_api_34():
+    for device in load_devices():
+        levels = device.value("nnapi_api_levels")
+        if levels:
+            assert min(levels) >= 27 and max(levels) <= 34
+            assert min(levels) >= (device.value("api_min") or 27)
+
+
+def test_get_device_suggests_close_ids():
+    assert get_device("iphone-12").model_identifiers == ("iPhone13,2",)
+    with pytest.raises(DeviceError, match="did you mean 'iphone-12'"):
+        get_device("iphone12")
+
+
+def test_unsourced_figure_is_refused(tmp_path):
+    bad = tmp_path / "devices.yaml"
+    bad.write_text("devices:\n- id: x-1\n  name: X\n  platform: android\n  ram_mb: 4096\n")
+    with pytest.raises(DeviceError, match="source"):
+        load_devices(bad)
+
+
+def test_capacity_formula_matches_hand_computation():
+    device = get_device("iphone-12")          # ANE 11 TOPS
+    flops = 2.2e9
+    est = estimate(flops, device, "ane", {"efficiency": {"ane": 0.25}, "derating": 0.5, "fps": 30})
+    # 2.2e9 / (11e12 * 0.25 * 0.5) = 1.6e-3 s = 1.6 ms; 625 fps; floor(33.333 / 1.6) = 20
+    assert est["kind"] == "estimate"
+    assert est["latency_ms"] == pytest.approx(1.6)
+    assert est["fps"] == pytest.approx(625.0)
+    assert est["networks_per_frame"] == 20 == math.floor((1000 / 30) / 1.6)
+    assert est["assumptions"] == {"efficiency": 0.25, "derating": 0.5, "fps": 30.0}
+
+
+def test_capacity_defaults_match_the_manifest_defaults():
+    assert merge_assumptions() == DEFAULT_ASSUMPTIONS
+    assert DEFAULT_ASSUMPTIONS["efficiency"]["nnapi"] == 0.2 and DEFAULT_ASSUMPTIONS["derating"] == 0.7
+
+
+def test_capacity_missing_figure_gives_reason_not_a_number():
+    est = estimate(1e9, get_device("iphone-7"), "ane")
+    assert est["latency_ms"] is None and "Neural Engine" in est["reason"]
+    est = estimate(1e9, get_device("iphone-7"), "cpu")
+    assert est["latency_ms"] is None and est["reason"]
+
+
+def test_capacity_rejects_bad_assumptions():
+    with pytest.raises(MbuildError, match="derating"):
+        merge_assumptions({"derating": 1.5})
+
+
+def test_estimate_variant_covers_only_allowed_devices():
+    variant = {"id": "ios-ane", "flops": 1e8,
+               "requirements": {"platform": "ios", "min_os": "16.0", "accelerator": "ane"}}
+    out = estimate_variant(variant, load_devices())
+    assert "iphone-12" in out and "iphone-7" not in out and "pixel-8" not in out
+    assert list(out) == sorted(out)
+    assert all(e["kind"] == "estimate" for e in out.values())

@@ -1,0 +1,51 @@
+"""The doit task graph: no-op rebuilds, per-target digests, failures that keep the rest."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from tests.conftest import DIGITS_CPU, executed_tasks, make_project, run_doit
+
+
+def test_second_run_executes_nothing(digits_cpu_project):
+    proc = run_doit(digits_cpu_project, check=True)
+    assert executed_tasks(proc.stdout) == set(), proc.stdout
+    assert "-- bundle:digits-cnn" in proc.stdout
+
+
+def test_dodo_imports_no_heavy_framework(digits_cpu_project):
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; runpy.run_path('dodo.py'); "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'coremltools', 'onnxruntime', 'litert_torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=digits_cpu_project, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_recipe_edit_rebuilds_only_that_target(tmp_path, digits_cpu_project):
+    project = tmp_path / "p"
+    shutil.copytree(digits_cpu_project, project)
+    manifest = project / "manifests" / "digits.yaml"
+    manifest.write_text(manifest.read_text().replace("cpu-int8: {runtime: onnxruntime, recipe: int8}",
+                                                     "cpu-int8: {runtime: onnxruntime, recipe: fp16}"))
+    proc = run_doit(project, check=True)
+    assert executed_tasks(proc.stdout) == {"variant:digits-cnn/cpu-int8", "check:digits-cnn/cpu-int8",
+                                           "bundle:digits-cnn"}, proc.stdout
+
+
+def test_failing_target_keeps_the_others_and_blocks_the_bundle(tmp_path):
+    text = DIGITS_CPU + "  fp32: {cosine_min: 1.0, max_abs_max: 0.0}\n"
+    project = make_project(tmp_path, {"digits.yaml": text})
+    proc = run_doit(project)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "logits: max_abs = " in out and "above the maximum 0 (max_abs_max)" in out, out
+    assert "Traceback" not in out
+    # the other target was built and checked; its files are still there
+    report = json.loads((project / "build/digits-cnn/targets/cpu-int8/report.json").read_text())
+    assert report["validation"]["status"] == "passed"
+    failed = json.loads((project / "build/digits-cnn/targets/cpu-fp32/report.json").read_text())
+    assert failed["validation"]["status"] == "failed"
+    assert failed["validation"]["failures"][0]["metric"] == "max_abs"
+    assert not (project / "dist/digits-cnn-1.0.0.mbundle").exists()
