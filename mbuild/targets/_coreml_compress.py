@@ -20,7 +20,7 @@ WORKING_RECIPES = ("precision fp16/fp32", "quantize {scheme: weight_only, weight
                    "palettize {nbits}", "prune {sparsity}")
 
 
-def os_needed(recipe: "RecipeConfig") -> tuple[int, str] | None:
+def os_needed(recipe: RecipeConfig) -> tuple[int, str] | None:
     """(minimum iOS major, why) for the recipe's compression ops, or None when any ML Program OS works."""
     q, pal, prune = recipe.quantize, recipe.palettize, recipe.prune
     needs: list[tuple[int, str]] = []
@@ -45,7 +45,7 @@ def os_needed(recipe: "RecipeConfig") -> tuple[int, str] | None:
     return max(needs) if needs else None
 
 
-def compress(mlmodel, recipe: "RecipeConfig", calibration: list[dict] | None = None):
+def compress(mlmodel, recipe: RecipeConfig, calibration: list[dict] | None = None):
     """Apply the recipe's compression in coremltools' order (prune, then palettize or quantize)."""
     from mbuild.targets._coreml_convert import quiet
 
@@ -62,7 +62,7 @@ def compress(mlmodel, recipe: "RecipeConfig", calibration: list[dict] | None = N
     return mlmodel
 
 
-def _steps(recipe: "RecipeConfig", calibration):
+def _steps(recipe: RecipeConfig, calibration):
     """(name, MLModel -> MLModel) for each compression the recipe asks for, in order."""
     import coremltools.optimize.coreml as cto
 
@@ -97,7 +97,7 @@ def _mode(q) -> str:
     return "linear" if q.weights.startswith("uint") else "linear_symmetric"
 
 
-def describe(recipe: "RecipeConfig", calibration_samples: int = 0) -> dict:
+def describe(recipe: RecipeConfig, calibration_samples: int = 0) -> dict:
     """What was applied, in the words the bundle uses ('int8 weight-only linear per-channel (symmetric), ...')."""
     q, pal, prune = recipe.quantize, recipe.palettize, recipe.prune
     parts: list[str] = []
@@ -133,7 +133,7 @@ def describe(recipe: "RecipeConfig", calibration_samples: int = 0) -> dict:
     return info
 
 
-def requested_weights(recipe: "RecipeConfig") -> str | None:
+def requested_weights(recipe: RecipeConfig) -> str | None:
     """The weight storage the audit should find (None: a float recipe, nothing to verify)."""
     if recipe.quantize:
         return recipe.quantize.weights

@@ -59,7 +59,7 @@ def quiet():
         log.debug("coremltools output:\n%s", sink.getvalue()[-4000:])
 
 
-def to_mlmodel(model, manifest: "Manifest", *, target: str, precision: str, units: str, example=None):
+def to_mlmodel(model, manifest: Manifest, *, target: str, precision: str, units: str, example=None):
     """Convert ``model`` (eval-mode nn.Module); returns (MLModel, notes, frontend used)."""
     import torch
 
@@ -76,7 +76,7 @@ def to_mlmodel(model, manifest: "Manifest", *, target: str, precision: str, unit
             with quiet():
                 program = _export(model, manifest, example)
             try:
-                return _convert(program, manifest, target, precision, units, source_dialect="export"), notes, "torch.export"
+                return _convert(program, manifest, target, precision, units), notes, "torch.export"
             except Exception as e:  # noqa: BLE001 - fall back to tracing, keep the cause
                 errors.append(f"coremltools on the exported program: {type(e).__name__}: {_first_line(e)}")
         except Exception as e:  # noqa: BLE001
@@ -85,13 +85,13 @@ def to_mlmodel(model, manifest: "Manifest", *, target: str, precision: str, unit
         try:
             with quiet(), torch.no_grad():
                 traced = torch.jit.trace(model, example, check_trace=False)
-            return _convert(traced, manifest, target, precision, units, source_dialect="trace"), notes, "torch.jit.trace"
+            return _convert(traced, manifest, target, precision, units), notes, "torch.jit.trace"
         except Exception as e:  # noqa: BLE001
             errors.append(f"traced module: {type(e).__name__}: {_first_line(e)}")
     raise BuildError("coremltools convert: " + "; ".join(errors))
 
 
-def example_inputs(manifest: "Manifest"):
+def example_inputs(manifest: Manifest):
     """Contiguous example tensors (mid-range values); for enumerated shapes the largest size per axis."""
     import torch
 
@@ -103,12 +103,12 @@ def example_inputs(manifest: "Manifest"):
     return tuple(out)
 
 
-def _max_shape(spec: "InputSpec") -> tuple[int, ...]:
+def _max_shape(spec: InputSpec) -> tuple[int, ...]:
     shapes = [spec.shape, *spec.shapes]
     return tuple(max(s[i] for s in shapes) for i in range(len(spec.shape)))
 
 
-def _export(model, manifest: "Manifest", example):
+def _export(model, manifest: Manifest, example):
     import torch
 
     dynamic = {}
@@ -138,7 +138,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
-def _convert(source, manifest: "Manifest", target: str, precision: str, units: str, *, source_dialect: str):
+def _convert(source, manifest: Manifest, target: str, precision: str, units: str):
     import coremltools as ct
 
     inputs = [input_type(spec, target) for spec in manifest.inputs.values()]
@@ -151,7 +151,7 @@ def _convert(source, manifest: "Manifest", target: str, precision: str, units: s
             compute_units=compute_unit(units))
 
 
-def input_type(spec: "InputSpec", target: str):
+def input_type(spec: InputSpec, target: str):
     """TensorType named as in the manifest, or ImageType when the manifest declares image preprocessing."""
     import coremltools as ct
 

@@ -83,8 +83,9 @@ class CoreMLRuntime(Runtime):
             return f"recipe {recipe.name!r}: Core ML activation quantization is W8A8 (int8 weights and activations)"
         if q and recipe.palettize:
             return f"recipe {recipe.name!r}: choose either 'quantize' or 'palettize' for a coreml target, not both"
-        if q and q.exclude:
-            return f"recipe {recipe.name!r}: 'exclude' is not implemented for coreml targets yet"
+        if q and (q.exclude or q.keep_outputs_float):
+            return (f"recipe {recipe.name!r}: 'exclude' and 'keep_outputs_float' are not implemented for coreml "
+                    "targets yet; remove them or use another recipe for this target")
         if cfg.compute_units == "cpu_and_ne" and cfg.ios_major < 16:
             return ("compute_units 'cpu_and_ne' needs iOS 16 / macOS 13 (MLComputeUnits.cpuAndNeuralEngine); "
                     "raise min_os to \"16.0\" or use compute_units 'all'")
@@ -109,7 +110,7 @@ class CoreMLRuntime(Runtime):
         from mbuild.recipes.audit import make_audit
         from mbuild.targets._coreml_compress import compress, describe, requested_weights
         from mbuild.targets._coreml_convert import to_mlmodel
-        from mbuild.targets._coreml_mil import compression_ops, program_from_spec, weight_tensors
+        from mbuild.targets._coreml_mil import compression_ops, load_spec, program_from_spec, weight_tensors
         from mbuild.targets._coreml_package import save_package
 
         cfg: CoreMLConfig = ctx.options or self.parse_options(ctx.target)
@@ -119,13 +120,15 @@ class CoreMLRuntime(Runtime):
         mlmodel, notes, frontend = to_mlmodel(model, ctx.manifest, target=cfg.target, precision=recipe.precision,
                                               units=cfg.compute_units, example=self._example(ctx))
         convert_s = time.perf_counter() - start
+        if frontend != "torch.export":
+            log.warning("%s: %s", ctx.target.name, "; ".join(notes))
         calibration = self._calibration(ctx) if recipe.quantize and recipe.quantize.scheme == "static" else None
         if recipe.quantize or recipe.palettize or recipe.prune:
             mlmodel = compress(mlmodel, recipe, calibration)
         out = ctx.out_dir / ARTIFACT
         with atomic_path(out) as tmp:
             notes += save_package(mlmodel, tmp, self._metadata(ctx))
-        spec = mlmodel.get_spec()
+        spec = load_spec(out)  # describe what ships, not the in-memory model
         program = program_from_spec(spec)
         quant = describe(recipe, len(calibration or ()))
         q = recipe.quantize
@@ -134,8 +137,6 @@ class CoreMLRuntime(Runtime):
                    "opset": program.opset, "compute_units": cfg.compute_units, "compute_precision": recipe.precision,
                    "compression_ops": compression_ops(program), "size_bytes": tree_size(out),
                    "convert_seconds": round(convert_s, 3), "total_seconds": round(time.perf_counter() - start, 3)}
-        if frontend != "torch.export":
-            log.warning("%s: %s", ctx.target.name, notes[-1] if notes else "converted from a traced module")
         return Variant(artifact=ARTIFACT, format="mlpackage", quantization=quant, audit=audit,
                        io=io_contract(spec, ctx.manifest), notes=notes, details=details)
 
