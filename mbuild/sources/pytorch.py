@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -52,7 +53,7 @@ def _import_callable(manifest: "Manifest"):
     loc = manifest.positions.of(("source", "pytorch", "model"))
     target, _, attr = src.model.rpartition(":")
     if src.model_path is not None:
-        name = f"mbuild_user_{abs(hash(str(src.model_path)))}"
+        name = f"mbuild_user_{hashlib.sha256(str(src.model_path).encode()).hexdigest()[:16]}"
         module = sys.modules.get(name)
         if module is None:
             spec = importlib.util.spec_from_file_location(name, src.model_path)

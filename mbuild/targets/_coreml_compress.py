@@ -112,7 +112,7 @@ def describe(recipe: RecipeConfig, calibration_samples: int = 0) -> dict:
         parts.append(f"{pal['nbits']}-bit palettization ({pal.get('mode', 'kmeans')}, {gran.replace('_', '-')}{extra})")
         info["palettization"] = {"nbits": pal["nbits"], "mode": pal.get("mode", "kmeans"), "granularity": gran}
     if q:
-        gran = q.granularity.replace("_", "-") + (f" block {q.block_size}" if q.granularity == "per_block" else "")
+        gran = q.granularity.replace("_", "-") + (f" (blocks of {q.block_size})" if q.granularity == "per_block" else "")
         sym = "asymmetric" if _mode(q) == "linear" else "symmetric"
         if q.scheme == "static":
             parts.append(f"{q.weights} static W8A8 linear {gran} ({sym}), activations calibrated on "

@@ -290,7 +290,15 @@ def _os_string(min_os: str) -> str:
 
 
 def _require_coremltools() -> None:
+    """Import coremltools once, without its import-time noise (missing macOS-only bindings, untested versions)."""
+    loggers = [logging.getLogger(n) for n in ("coremltools", "torchao")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         import coremltools  # noqa: F401
     except ImportError:
         raise MissingDependencyError("coremltools", "coreml", "The coreml runtime") from None
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
