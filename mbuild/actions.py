@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m mbuild.actions {source,variant,check,bundle} MANIFEST [TARGET]", file=sys.stderr)
         return 2
     step, manifest_path, rest = argv[0], argv[1], argv[2:]
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_frameworks()
     log_dir = None
     try:
         from mbuild.layout import layout_for
@@ -59,6 +59,18 @@ def main(argv: list[str] | None = None) -> int:
               + (f" (traceback in {where})" if where else ""), file=sys.stderr)
         return BuildError.exit_code
     return 0
+
+
+def _quiet_frameworks() -> None:
+    """Keep the frameworks' start-up chatter (oneDNN, CUDA probes, torchao) out of the build log."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("torchao", "torch._dynamo", "torch.utils._pytree", "absl", "tensorflow", "onnx2tf"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def _first_line(e: Exception) -> str:

@@ -129,6 +129,8 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
     lat = report.get("latency")
     if lat and lat.get("median_ms") is not None:
         line += f"; host latency {lat['median_ms']:.3f} ms (fp32 {lat.get('fp32_median_ms') or float('nan'):.3f} ms)"
+        if lat.get("flag"):
+            line += f" - FLAG: {lat['flag']}"
     print(line)
     if v["status"] == "failed":
         raise ToleranceError(f"check:{manifest.name}/{target_name} failed its tolerance: "

@@ -38,12 +38,30 @@ def _versions(dists) -> dict[str, str]:
     return out
 
 
+def _code_digest() -> str:
+    """Digest of mbuild's own code and data: a new mbuild rebuilds what it built (cached per process)."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        import hashlib
+
+        h = hashlib.sha256()
+        package = Path(__file__).resolve().parent
+        for f in sorted(package.rglob("*")):
+            if f.is_file() and f.suffix in (".py", ".json", ".yaml") and f.name != "cli.py":
+                h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+        _CODE_DIGEST = h.hexdigest()[:16]
+    return _CODE_DIGEST
+
+
+_CODE_DIGEST: str | None = None
+
+
 def _config(obj) -> "object":
     from doit.tools import config_changed
 
     from mbuild._io import digest
 
-    return config_changed(digest(obj))
+    return config_changed(digest({"config": obj, "code": _code_digest()}))
 
 
 def _cmd(step: str, manifest: Manifest, target: str | None = None) -> list:

@@ -8,6 +8,8 @@ in the .tflite as an ``mbuild`` metadata entry, which ``run`` reads back.
 """
 from __future__ import annotations
 
+import shutil
+
 import difflib
 import importlib.metadata
 import logging
@@ -143,9 +145,13 @@ class TFLiteRuntime(Runtime):
                          f"{change['from']} to {change['to']}; run() and apps transpose with perm {change['perm']}")
         if converted.get("sample_images_file"):
             notes.append(f"wrote onnx2tf's {converted['sample_images_file']} from our data (no download)")
+        if model_path != float_path:  # kept (not shipped) so the check can time the fp32 sibling
+            shutil.copyfile(float_path, ctx.out_dir / "sibling_fp32.tflite")
         details = {"converter": converted, "float_check": float_check, "delegate": cfg.delegate,
                    "float_bytes": float_path.stat().st_size, "bytes": out.stat().st_size,
                    "versions": self.versions()}
+        if model_path != float_path:
+            details["float_artifact"] = "sibling_fp32.tflite"
         return Variant(artifact="model.tflite", format="tflite", quantization=quantization, audit=audit, io=io,
                        notes=notes, details=details)
 
