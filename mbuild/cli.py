@@ -1,4 +1,4 @@
-"""The ``mbuild`` command: validate manifests, build, inspect/verify bundles, select variants, list devices."""
+"""The ``mbuild`` command: validate manifests, build, inspect/verify/diff bundles, release, select variants, list devices."""
 from __future__ import annotations
 
 import argparse
@@ -79,6 +79,37 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_release(args) -> int:
+    """Build through doit, verify, sign (--key or MBUILD_SIGNING_KEY) and record an immutable version."""
+    from mbuild.release import describe, release_manifest
+
+    result = release_manifest(args.manifest, args.key, jobs=args.jobs)
+    print(describe(result, Path.cwd()))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from mbuild.bundle.diff import diff_bundles, format_diff
+
+    d = diff_bundles(Path(args.old), Path(args.new))
+    if args.json:
+        import json
+
+        print(json.dumps(d, indent=2, sort_keys=True))
+    else:
+        print(format_diff(d))
+    return 0
+
+
+def cmd_keygen(args) -> int:
+    from mbuild.bundle.sign import generate_keypair, key_id, load_public_key
+
+    private, public = generate_keypair(Path(args.private), Path(args.public) if args.public else None)
+    print(f"wrote {private} (private, keep it secret) and {public} (public, for 'mbuild verify --key'); "
+          f"key id {key_id(load_public_key(public))}")
+    return 0
+
+
 def cmd_select(args) -> int:
     from mbuild.bundle.select import device_properties, make_device_properties, select_in_bundle_file
 
@@ -141,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("bundle")
     ve.add_argument("--key", help="Ed25519 public key (PEM) to check the signature with")
     ve.set_defaults(func=cmd_verify)
+    r = sub.add_parser("release", help="build, verify, sign and record one immutable version of a bundle")
+    r.add_argument("manifest")
+    r.add_argument("--key", help="Ed25519 private key (PEM) to sign with; default: $MBUILD_SIGNING_KEY, else unsigned")
+    r.add_argument("-n", "--jobs", type=int, default=1)
+    r.set_defaults(func=cmd_release)
+    df = sub.add_parser("diff", help="what changed between two bundles: sizes, FLOPs, metrics, requirements")
+    df.add_argument("old")
+    df.add_argument("new")
+    df.add_argument("--json", action="store_true", help="print the diff as JSON")
+    df.set_defaults(func=cmd_diff)
+    k = sub.add_parser("keygen", help="create an Ed25519 key pair for signing releases")
+    k.add_argument("private", help="where to write the private key (PEM)")
+    k.add_argument("--public", help="where to write the public key (default: PRIVATE stem + .pub.pem)")
+    k.set_defaults(func=cmd_keygen)
     s = sub.add_parser("select", help="which variant a device loads, and why")
     s.add_argument("bundle")
     s.add_argument("--device", help="a device id from 'mbuild devices'")

@@ -53,27 +53,40 @@ def _source_digest(manifest: Manifest) -> str:
 
 def run_variant(manifest: Manifest, target_name: str) -> dict:
     """Convert into a fresh folder and move it into place only when everything succeeded."""
+    from mbuild.recipes.search import build_searched_variant
+
     target = manifest.targets[target_name]
     lay = layout_for(manifest)
     final = lay.variant_dir(target_name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    if target.recipe == "auto":
-        from mbuild.recipes.auto import search_recipe
-
-        return search_recipe(manifest, target_name)
-    staging = Path(tempfile.mkdtemp(prefix=".variant.", dir=final.parent))
+    staging = build_searched_variant(manifest, target_name, final.parent)
     try:
-        ctx = make_context(manifest, target_name, staging)
-        record = build_variant(ctx)
-        write_json_atomic(staging / "variant.json", record)
+        record = read_json(staging / "variant.json")
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"variant:{manifest.name}/{target_name}: {record['quantization'].get('summary', '')}; "
-          f"{record['size_bytes']:,} bytes" + _audit_line(record))
+    line = f"variant:{manifest.name}/{target_name}: {record['quantization'].get('summary', '')}; " \
+           f"{record['size_bytes']:,} bytes" + _audit_line(record)
+    if target.recipe == "auto":
+        line += f"; recipe: auto chose {record['recipe']!r}"
+    print(line)
     return record
+
+
+def build_in_staging(manifest: Manifest, target_name: str, parent: Path, recipe_name: str | None = None,
+                     exclude_extra: tuple[str, ...] = ()) -> tuple[Path, dict]:
+    """Build one variant into a new staging folder (variant.json written); the caller moves or drops it."""
+    staging = Path(tempfile.mkdtemp(prefix=".variant.", dir=parent))
+    try:
+        ctx = make_context(manifest, target_name, staging, recipe_name=recipe_name, exclude_extra=exclude_extra)
+        record = build_variant(ctx)
+        write_json_atomic(staging / "variant.json", record)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, record
 
 
 def _audit_line(record: dict) -> str:
@@ -147,7 +160,7 @@ def _headline(m: dict) -> str:
     return ", ".join(parts)
 
 
-def check_variant(ctx: BuildContext, record: dict) -> dict:
+def check_variant(ctx: BuildContext, record: dict, *, measure: bool = True) -> dict:
     from mbuild.sources.data import read_labels
     from mbuild.validate import check_tolerance, compare_outputs
 
@@ -177,9 +190,9 @@ def check_variant(ctx: BuildContext, record: dict) -> dict:
         failures = check_tolerance(metrics, tolerance)
         validation.update({"status": "failed" if failures else "passed", "metrics": metrics, "failures": failures,
                            "synthetic": data_kind == "synthetic"})
-        if failures and ctx.recipe.quantize:
+        if failures and ctx.recipe.quantize and measure:
             validation["attribution"] = _attribution(runtime, ctx, artifact, inputs)
-        latency = _latency(runtime, ctx, result, record)
+        latency = _latency(runtime, ctx, result, record) if measure else None
     return {"target": ctx.target.name, "recipe": ctx.recipe.name, "validation": validation, "latency": latency}
 
 

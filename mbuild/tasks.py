@@ -25,6 +25,8 @@ DOIT_CONFIG = {
     "continue": True,
     "verbosity": 2,
     "action_string_formatting": "new",
+    # release: needs a decision (and maybe a key), so a plain `doit` never runs it; name it: `doit release`
+    "default_tasks": ["source", "variant", "check", "bundle", "manifest"],
 }
 
 
@@ -169,6 +171,19 @@ def bundle_task(m: Manifest) -> dict:
     }
 
 
+def release_task(m: Manifest, key: str | None = None) -> dict:
+    """Verify, sign (key from ``doit release key=PEM`` or MBUILD_SIGNING_KEY) and record the bundle as a release."""
+    argv = [sys.executable, "-m", "mbuild.release", str(m.path)] + (["--key", key] if key else [])
+    return {
+        "name": m.name,
+        "doc": f"release dist/{m.bundle_id}.mbundle: verify, sign, report.html, refuse a changed version",
+        "actions": [argv],
+        "task_dep": [f"bundle:{m.name}"],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
 @dataclass
 class Project:
     """The manifests found under a project root, and those that failed to load."""
@@ -177,12 +192,14 @@ class Project:
     manifests: list[Manifest] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
 
-    def tasks(self, kind: str):
+    def tasks(self, kind: str, key: str | None = None):
         for m in self.manifests:
             if kind == "source":
                 yield source_task(m)
             elif kind == "bundle":
                 yield bundle_task(m)
+            elif kind == "release":
+                yield release_task(m, key)
             else:
                 for name in m.targets:
                     yield variant_task(m, name) if kind == "variant" else check_task(m, name)

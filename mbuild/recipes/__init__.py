@@ -8,13 +8,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Defaults per recipe family; manifests override them (defaults -> validate.default -> validate.<recipe> -> target).
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"cosine_min": 0.9999, "top1_agreement_min": 0.99, "accuracy_drop_max": 0.5},
-    "fp16": {"cosine_min": 0.999, "top1_agreement_min": 0.98, "accuracy_drop_max": 1.0},
-    "int8-static": {"cosine_min": 0.98, "top1_agreement_min": 0.95, "accuracy_drop_max": 2.0},
-    "int16x8": {"cosine_min": 0.99, "top1_agreement_min": 0.97, "accuracy_drop_max": 1.0},
-    "int8-dynamic": {"cosine_min": 0.98, "top1_agreement_min": 0.95, "accuracy_drop_max": 2.0},
-    "weight-only": {"cosine_min": 0.99, "top1_agreement_min": 0.97, "accuracy_drop_max": 1.5},
-    "compressed": {"cosine_min": 0.95, "top1_agreement_min": 0.9, "accuracy_drop_max": 3.0},
+    "fp32": {"cosine_min": 0.9999, "channel_snr_db_min": 30, "top1_agreement_min": 0.99, "accuracy_drop_max": 0.5},
+    "fp16": {"cosine_min": 0.999, "channel_snr_db_min": 25, "top1_agreement_min": 0.98, "accuracy_drop_max": 1.0},
+    "int8-static": {"cosine_min": 0.98, "channel_snr_db_min": 8, "top1_agreement_min": 0.95, "accuracy_drop_max": 2.0},
+    "int16x8": {"cosine_min": 0.99, "channel_snr_db_min": 15, "top1_agreement_min": 0.97, "accuracy_drop_max": 1.0},
+    "int8-dynamic": {"cosine_min": 0.98, "channel_snr_db_min": 8, "top1_agreement_min": 0.95, "accuracy_drop_max": 2.0},
+    "weight-only": {"cosine_min": 0.99, "channel_snr_db_min": 15, "top1_agreement_min": 0.97, "accuracy_drop_max": 1.5},
+    "compressed": {"cosine_min": 0.95, "channel_snr_db_min": 5, "top1_agreement_min": 0.9, "accuracy_drop_max": 3.0},
 }
 
 

@@ -51,14 +51,14 @@ def check_manifest_targets(manifest: "Manifest") -> None:
             recipe = manifest.recipes[rname]
             missing = recipe_features(recipe) - runtime.features
             where = key + ("recipe",)
+            reason = runtime.check_target(manifest, target, recipe)
+            if reason:
+                raise ManifestError(reason, manifest.positions.of(where), f"targets.{name}")
             if missing:
                 raise ManifestError(
                     f"recipe {rname!r} needs {', '.join(sorted(missing))}, which runtime {target.runtime!r} "
                     f"does not offer (it offers {', '.join(sorted(runtime.features))})",
                     manifest.positions.of(where), f"targets.{name}.recipe")
-            reason = runtime.check_target(manifest, target, recipe)
-            if reason:
-                raise ManifestError(reason, manifest.positions.of(where), f"targets.{name}")
         try:
             runtime.parse_options(target)
         except ValueError as e:

@@ -20,6 +20,7 @@ from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Va
 log = logging.getLogger(__name__)
 
 QDQ_MIN_OPSET = 13
+ATTRIBUTION_SAMPLES = 32
 WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv",
               "QLinearMatMul", "LSTM", "GRU", "RNN", "Attention", "Embedding", "Gather"}
 
@@ -222,6 +223,57 @@ class OnnxRuntime(Runtime):
         return results
 
 
+    # -- error attribution -------------------------------------------------------------------------
+    def attribute_error(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray]) -> dict:
+        """Rank activations by the noise their own quantization adds (ONNX Runtime's QDQ debugging tools).
+
+        Each entry names the node producing the activation and the nodes to keep in float so that
+        activation is not quantized (its producer and consumers), which is what ``exclude: auto`` uses.
+        """
+        import onnx
+        from onnxruntime.quantization import qdq_loss_debug as dbg
+
+        work = ctx.out_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        float_model = work / "attr_float.onnx"
+        from mbuild.sources.onnx_prepare import prepare_onnx
+
+        prepare_onnx(ctx.canonical_onnx, float_model, {n: s.shape for n, s in ctx.manifest.inputs.items()},
+                     min_opset=QDQ_MIN_OPSET)
+        sample = {k: v[:ATTRIBUTION_SAMPLES] for k, v in inputs.items()}
+        acts = {}
+        for label, src in (("float", float_model), ("qdq", artifact)):
+            aug = work / f"attr_{label}_aug.onnx"
+            with _quiet():
+                dbg.modify_model_output_intermediate_tensors(str(src), str(aug))
+                acts[label] = dbg.collect_activations(str(aug), _Reader(sample))
+        with _quiet():
+            matched = dbg.create_activation_matching(acts["qdq"], acts["float"])
+            errors = dbg.compute_activation_error(matched)
+        qdq = onnx.load(str(artifact)).graph
+        producer = {o: n for n in qdq.node for o in n.output}
+        consumers: dict[str, list] = {}
+        for n in qdq.node:
+            for t in n.input:
+                consumers.setdefault(t, []).append(n)
+        layers = []
+        for tensor, err in errors.items():
+            node = producer.get(tensor)
+            if node is None or "qdq_err" not in err or not np.isfinite(err["qdq_err"]):
+                continue
+            keep = [node.name] + [c.name for q in consumers.get(tensor, []) if q.op_type == "QuantizeLinear"
+                                  for d in consumers.get(q.output[0], []) for c in consumers.get(d.output[0], [])]
+            keep += [c.name for c in consumers.get(tensor, []) if c.op_type != "QuantizeLinear"]
+            layers.append({"tensor": tensor, "node": node.name, "op": node.op_type,
+                           "sqnr_db": round(float(err["qdq_err"]), 3),
+                           "cross_model_sqnr_db": round(float(err.get("xmodel_err", float("nan"))), 3),
+                           "exclude": sorted(set(k for k in keep if k))})
+        layers.sort(key=lambda x: x["sqnr_db"])
+        return {"method": "onnxruntime.quantization.qdq_loss_debug: SQNR of each activation before vs after its "
+                          "own QDQ (lower = more damage), and float vs quantized model",
+                "samples": len(next(iter(sample.values()))), "layers": layers[:10]}
+
+
 class _Reader:
     """CalibrationDataReader over [samples, *shape] arrays."""
 
@@ -259,19 +311,38 @@ def _producers_of(graph, tensors: set[str]) -> list[str]:
     return names
 
 
+def _graphs(graph):
+    """The graph and every subgraph (If/Loop/Scan bodies) inside it."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == attr.GRAPH:
+                yield from _graphs(attr.g)
+            elif attr.type == attr.GRAPHS:
+                for g in attr.graphs:
+                    yield from _graphs(g)
+
+
 def onnx_weight_tensors(path: Path):
-    """Weight initializers with storage type and the op that consumes them (through DequantizeLinear)."""
+    """Weight initializers (subgraphs included) with storage type and consuming op (through DequantizeLinear).
+
+    Weights held in subgraphs or in ``Constant`` nodes are counted too: quantizers skip them while
+    reporting success, and the audit is where that shows.
+    """
     import onnx
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     from mbuild.recipes.audit import WeightTensor
 
     model = onnx.load(str(path))
-    graph = model.graph
+    graphs = list(_graphs(model.graph))
     consumers: dict[str, list] = {}
-    for node in graph.node:
-        for t in node.input:
-            consumers.setdefault(t, []).append(node)
+    for g in graphs:
+        for node in g.node:
+            for t in node.input:
+                consumers.setdefault(t, []).append(node)
+    qparams = {t for g in graphs for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for t in n.input[1:]}
 
     def consumer_op(name: str, depth: int = 0) -> str:
         for node in consumers.get(name, []):
@@ -280,18 +351,25 @@ def onnx_weight_tensors(path: Path):
             return node.op_type
         return "const"
 
-    qparams = {t for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for t in n.input[1:]}
+    candidates = []
+    for g in graphs:
+        candidates += [(init, init.name, init.dims, init.data_type) for init in g.initializer]
+        for node in g.node:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        candidates.append((attr.t, node.output[0], attr.t.dims, attr.t.data_type))
     tensors = []
-    for init in graph.initializer:
-        if init.name in qparams or len(init.dims) < 2:
+    for proto, name, dims, dtype_code in candidates:
+        if name in qparams or len(dims) < 2:
             continue  # scales, zero points and biases are not weights
-        elements = int(np.prod(init.dims)) if init.dims else 1
-        dtype = helper.tensor_dtype_to_np_dtype(init.data_type).name if init.data_type else "unknown"
-        nbytes = len(init.raw_data) if init.raw_data else elements * np.dtype(dtype).itemsize
-        op = consumer_op(init.name)
-        if op in WEIGHT_OPS or op == "const":
-            tensors.append(WeightTensor(init.name, op, dtype, elements, nbytes))
-    return [t for t in tensors if t.op_type in WEIGHT_OPS]
+        elements = int(np.prod(dims))
+        dtype = helper.tensor_dtype_to_np_dtype(dtype_code).name if dtype_code else "unknown"
+        nbytes = len(proto.raw_data) if proto.raw_data else numpy_helper.to_array(proto).nbytes
+        op = consumer_op(name)
+        if op in WEIGHT_OPS:
+            tensors.append(WeightTensor(name, op, dtype, elements, nbytes))
+    return tensors
 
 
 def onnx_io_contract(path: Path) -> dict:

@@ -8,6 +8,7 @@ GATES = {
     "rmse_max": ("rmse", "max"),
     "cosine_min": ("cosine", "min"),
     "snr_db_min": ("snr_db", "min"),
+    "channel_snr_db_min": ("channel_snr_db_min", "min"),
     "top1_agreement_min": ("top1_agreement", "min"),
     "top5_agreement_min": ("top5_agreement", "min"),
     "accuracy_drop_max": ("accuracy_drop", "max"),
