@@ -116,6 +116,8 @@ def build_variant(ctx: BuildContext) -> dict:
     lints = [lint.to_dict() for lint in runtime.lint(ctx, artifact)]
     shutil.rmtree(ctx.out_dir / "work", ignore_errors=True)
     record = asdict(variant)
+    source = read_json(ctx.source_dir / "source.json")
+    record["notes"] = [f"canonical ONNX: {n}" for n in source["canonical_onnx"]["notes"]] + record["notes"]
     record.update({
         "target": ctx.target.name, "runtime": runtime.name, "recipe": ctx.recipe.name,
         "recipe_requested": describe_requested(ctx.recipe), "size_bytes": tree_size(artifact),

@@ -2,6 +2,14 @@
 # Set up .venv with mbuild and every converter it drives (idempotent; reruns only when requirements change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium renders report.html in tests (they skip without it); installed only as root with apt.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing chromium (apt-get) for the report.html rendering test"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; then
+    echo "setup: warning: could not install chromium; the report rendering test will be skipped" >&2
+  fi
+fi
 PY=${PYTHON:-python3}
 stamp_src=$(cat pyproject.toml requirements/constraints.txt requirements/onnx2tf.txt 2>/dev/null | sha256sum | cut -c1-16)
 if [ -f .venv/.mbuild-setup ] && [ "$(cat .venv/.mbuild-setup)" = "$stamp_src" ] && [ -x .venv/bin/doit ]; then

@@ -68,6 +68,19 @@ def format_bundle(doc: dict) -> str:
     for v in doc["variants"]:
         req = ", ".join(f"{k}={val}" for k, val in v["requirements"].items() if val is not None)
         lines.append(f"  {v['id']}: {req}")
+    for v in doc["variants"]:
+        search = v.get("recipe_search")
+        if not search:
+            continue
+        lines += ["", f"{v['id']}: {search['kind']} search" + (f" chose {search['chosen']!r} ({search['rule']})"
+                                                               if search.get("chosen") else "")]
+        for a in search["attempts"]:
+            m = next(iter((a.get("metrics") or {}).values()), {})
+            size = _size(a.get("size_bytes")) if a.get("size_bytes") else "-"
+            cos = f"cos {m['cosine']:.5f}" if "cosine" in m else ""
+            why = "; ".join(a.get("failures", [])) or a.get("reason", "")
+            excl = f" float: {', '.join(a['excluded'])}" if a.get("excluded") else ""
+            lines.append(f"  {a['recipe']:<14} {a['status']:<8} {size:>9}  {cos}{excl}  {why}".rstrip())
     sel = doc["selection"]
     lines.append("")
     lines.append(f"selection order: {' > '.join(sel['order'])}; fallback: {sel['fallback']}")

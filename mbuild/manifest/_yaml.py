@@ -15,6 +15,7 @@ from mbuild.errors import Location, ManifestError
 
 MAX_NODES = 20_000
 MAX_BYTES = 1_000_000
+MAX_DEPTH = 32
 
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:map",
@@ -68,7 +69,13 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Positions]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError(f"not UTF-8 text (byte {e.start})", Location(display, 1, 1)) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader refuses control characters right here
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - text.rfind("\n", 0, e.position)
+        raise ManifestError(f"invalid YAML: unacceptable character #x{e.character:04x} ({e.reason}); remove it",
+                            Location(display, line, column)) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
@@ -78,6 +85,8 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Positions]:
         raise ManifestError(f"invalid YAML: {problem}", loc) from None
     except yaml.YAMLError as e:
         raise ManifestError(f"invalid YAML: {e}", Location(display, 1, 1)) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ManifestError(f"YAML nested more than {MAX_DEPTH} levels deep", Location(display, 1, 1)) from None
     finally:
         loader.dispose()
     positions = Positions()
@@ -96,6 +105,8 @@ def _build(node, path, file, positions, loader, budget):
             _loc(file, node.start_mark),
         )
     positions[path] = _loc(file, node.start_mark)
+    if len(path) > MAX_DEPTH:
+        raise ManifestError(f"YAML nested more than {MAX_DEPTH} levels deep", _loc(file, node.start_mark))
     if node.tag not in _PLAIN_TAGS:
         raise ManifestError(
             f"YAML tag {node.tag!r} is not allowed; manifests hold plain mappings, lists and scalars",

@@ -19,15 +19,23 @@ class WeightTensor:
     dtype: str  # storage type: float32, float16, int8, uint8, int4, palettized-4bit ...
     elements: int
     nbytes: int
+    node: str = ""  # the consuming node, when the format names nodes
 
 
 def _is_integer(dtype: str) -> bool:
     return dtype.startswith(("int", "uint", "palettized", "lut"))
 
 
-def make_audit(requested: str | None, tensors: list[WeightTensor], *, allow_partial: bool = False) -> dict:
-    """Summarize ``tensors``; ``requested`` is the weight type the recipe asked for (None: float recipe)."""
-    weights = [t for t in tensors if t.elements >= MIN_WEIGHT_ELEMENTS]
+def make_audit(requested: str | None, tensors: list[WeightTensor], *, allow_partial: bool = False,
+               excluded_nodes: set[str] | frozenset[str] = frozenset()) -> dict:
+    """Summarize ``tensors``; ``requested`` is the weight type the recipe asked for (None: float recipe).
+
+    Weights of nodes the recipe keeps in float on purpose (``exclude``, ``keep_outputs_float``) are
+    listed as ``kept_float`` and do not make the result partial.
+    """
+    all_weights = [t for t in tensors if t.elements >= MIN_WEIGHT_ELEMENTS]
+    kept = [t for t in all_weights if t.node and t.node in excluded_nodes and not _is_integer(t.dtype)]
+    weights = [t for t in all_weights if t not in kept]
     by_dtype: dict[str, dict] = {}
     by_op: dict[str, dict] = {}
     for t in weights:
@@ -59,16 +67,19 @@ def make_audit(requested: str | None, tensors: list[WeightTensor], *, allow_part
         "by_dtype": dict(sorted(by_dtype.items())),
         "by_op": dict(sorted(by_op.items())),
         "float_left": [{"name": t.name, "op": t.op_type, "elements": t.elements} for t in float_left[:20]],
+        "kept_float": [{"name": t.name, "op": t.op_type, "node": t.node, "elements": t.elements} for t in kept],
     }
 
 
 def audit_problem(audit: dict) -> str | None:
     """A failure message when integer weights were asked for and not (fully) delivered."""
     status = audit.get("status")
+    if audit.get("allowed_partial"):
+        return None
     if status == "none":
         return (f"the quantizer reported success but no weight is stored as {audit['requested']} "
                 f"({audit['weight_tensors']} weight tensors stayed float); check that weights are initializers, "
-                f"not Constant nodes or subgraph values")
+                f"not Constant nodes or subgraph values (or set 'allow_partial: true' to ship it anyway)")
     if status == "partial" and not audit.get("allowed_partial"):
         left = ", ".join(f"{t['name']} ({t['op']})" for t in audit["float_left"][:5])
         return (f"only {audit['quantized_tensors']} of {audit['weight_tensors']} weight tensors were quantized; "

@@ -113,6 +113,6 @@ def _build_recipe(manifest: "Manifest", target_name: str, parent: Path, recipe_n
             return staging, record, attempts
         excluded += [n for n in new["exclude"] if n not in excluded]
         print(f"variant:{manifest.name}/{target_name}: exclude auto: keeping {new['node']!r} ({new['op']}) in float "
-              f"(activation SQNR {new['sqnr_db']:.1f} dB)", flush=True)
+              f"(quantizing {new['tensor']!r} costs {new['damage_db']:.1f} dB downstream)", flush=True)
         shutil.rmtree(staging, ignore_errors=True)
         staging, record = build_in_staging(manifest, target_name, parent, recipe_name, tuple(excluded))

@@ -71,47 +71,47 @@ def _drop_initializer_inputs(model) -> list[str]:
 
 def _constants_to_initializers(graph) -> list[str]:
     """Turn ``Constant`` nodes into initializers, here and in subgraphs (weights quantizers can see)."""
-    from onnx import helper, numpy_helper
+    moved = _move_constants(graph)
+    return [f"turned {moved} Constant node(s) into initializers"] if moved else []
 
+
+def _move_constants(graph) -> int:
+    from onnx import TensorProto, numpy_helper
+
+    np = _np()
     moved = 0
     kept = []
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == attr.GRAPH:
-                moved += _count(_constants_to_initializers(attr.g))
+                moved += _move_constants(attr.g)
             elif attr.type == attr.GRAPHS:
-                for g in attr.graphs:
-                    moved += _count(_constants_to_initializers(g))
+                moved += sum(_move_constants(g) for g in attr.graphs)
+        tensor = None
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
             attr = {a.name: a for a in node.attribute}
-            tensor = None
             if "value" in attr:
                 tensor = attr["value"].t
             elif "value_float" in attr:
-                tensor = numpy_helper.from_array(_np().array(attr["value_float"].f, dtype="float32"))
+                tensor = numpy_helper.from_array(np.array(attr["value_float"].f, dtype="float32"))
             elif "value_floats" in attr:
-                tensor = numpy_helper.from_array(_np().array(list(attr["value_floats"].floats), dtype="float32"))
+                tensor = numpy_helper.from_array(np.array(list(attr["value_floats"].floats), dtype="float32"))
             elif "value_int" in attr:
-                tensor = numpy_helper.from_array(_np().array(attr["value_int"].i, dtype="int64"))
+                tensor = numpy_helper.from_array(np.array(attr["value_int"].i, dtype="int64"))
             elif "value_ints" in attr:
-                tensor = numpy_helper.from_array(_np().array(list(attr["value_ints"].ints), dtype="int64"))
-            if tensor is not None:
-                init = helper.make_tensor("x", 1, [], [])
-                init.CopyFrom(tensor)
-                init.name = node.output[0]
-                graph.initializer.append(init)
-                moved += 1
-                continue
-        kept.append(node)
+                tensor = numpy_helper.from_array(np.array(list(attr["value_ints"].ints), dtype="int64"))
+        if tensor is None:
+            kept.append(node)
+            continue
+        init = TensorProto()
+        init.CopyFrom(tensor)
+        init.name = node.output[0]
+        graph.initializer.append(init)
+        moved += 1
     if moved:
         del graph.node[:]
         graph.node.extend(kept)
-        return [f"turned {moved} Constant node(s) into initializers"]
-    return []
-
-
-def _count(changes: list[str]) -> int:
-    return sum(int(c.split()[2]) for c in changes if c.startswith("turned "))
+    return moved
 
 
 def _np():

@@ -89,7 +89,8 @@ class OnnxRuntime(Runtime):
         requested = q.weights if q else None
         from mbuild.recipes.audit import make_audit
 
-        audit = make_audit(requested, onnx_weight_tensors(out), allow_partial=bool(q and q.allow_partial))
+        audit = make_audit(requested, onnx_weight_tensors(out), allow_partial=bool(q and q.allow_partial),
+                           excluded_nodes=set(quant.get("excluded") or ()))
         return Variant(artifact="model.onnx", format="onnx", files=files, quantization=quant, audit=audit,
                        io=onnx_io_contract(out), notes=notes, details=details)
 
@@ -256,21 +257,39 @@ class OnnxRuntime(Runtime):
         for n in qdq.node:
             for t in n.input:
                 consumers.setdefault(t, []).append(n)
+        def downstream(tensor: str) -> list:
+            """Nodes that read ``tensor`` after its QuantizeLinear/DequantizeLinear pair (or directly)."""
+            out = []
+            for c in consumers.get(tensor, []):
+                if c.op_type == "QuantizeLinear":
+                    out += [n for d in consumers.get(c.output[0], []) for n in consumers.get(d.output[0], [])]
+                else:
+                    out.append(c)
+            return out
+
+        def xmodel(tensor: str) -> float | None:
+            value = errors.get(tensor, {}).get("xmodel_err")
+            return float(value) if value is not None and np.isfinite(value) else None
+
         layers = []
         for tensor, err in errors.items():
             node = producer.get(tensor)
-            if node is None or "qdq_err" not in err or not np.isfinite(err["qdq_err"]):
+            before = xmodel(tensor)
+            if node is None or node.op_type in ("QuantizeLinear", "DequantizeLinear") or before is None:
                 continue
-            keep = [node.name] + [c.name for q in consumers.get(tensor, []) if q.op_type == "QuantizeLinear"
-                                  for d in consumers.get(q.output[0], []) for c in consumers.get(d.output[0], [])]
-            keep += [c.name for c in consumers.get(tensor, []) if c.op_type != "QuantizeLinear"]
+            readers = downstream(tensor)
+            after = [x for x in (xmodel(r.output[0]) for r in readers if r.output) if x is not None]
+            if not after:
+                continue
             layers.append({"tensor": tensor, "node": node.name, "op": node.op_type,
-                           "sqnr_db": round(float(err["qdq_err"]), 3),
-                           "cross_model_sqnr_db": round(float(err.get("xmodel_err", float("nan"))), 3),
-                           "exclude": sorted(set(k for k in keep if k))})
-        layers.sort(key=lambda x: x["sqnr_db"])
-        return {"method": "onnxruntime.quantization.qdq_loss_debug: SQNR of each activation before vs after its "
-                          "own QDQ (lower = more damage), and float vs quantized model",
+                           "damage_db": round(before - min(after), 3),
+                           "sqnr_db": round(float(err.get("qdq_err", float("nan"))), 3),
+                           "cross_model_sqnr_db": round(before, 3),
+                           "exclude": sorted({node.name, *(r.name for r in readers)})})
+        layers.sort(key=lambda x: -x["damage_db"])
+        return {"method": "onnxruntime.quantization.qdq_loss_debug: float-vs-quantized SQNR of every activation; "
+                          "damage_db = how much that SQNR drops from an activation to the outputs of the ops "
+                          "that read its quantized copy (higher = quantizing it hurts more)",
                 "samples": len(next(iter(sample.values()))), "layers": layers[:10]}
 
 
@@ -291,6 +310,10 @@ class _Reader:
 
     def rewind(self):
         self.index = 0
+
+    def __iter__(self):
+        self.rewind()
+        return iter(self.get_next, None)
 
 
 def _producers_of(graph, tensors: set[str]) -> list[str]:
@@ -344,12 +367,12 @@ def onnx_weight_tensors(path: Path):
     qparams = {t for g in graphs for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                for t in n.input[1:]}
 
-    def consumer_op(name: str, depth: int = 0) -> str:
+    def consumer(name: str, depth: int = 0) -> tuple[str, str]:
         for node in consumers.get(name, []):
             if node.op_type in ("DequantizeLinear", "Cast", "Transpose", "Reshape") and depth < 3:
-                return consumer_op(node.output[0], depth + 1)
-            return node.op_type
-        return "const"
+                return consumer(node.output[0], depth + 1)
+            return node.op_type, node.name
+        return "const", ""
 
     candidates = []
     for g in graphs:
@@ -366,9 +389,9 @@ def onnx_weight_tensors(path: Path):
         elements = int(np.prod(dims))
         dtype = helper.tensor_dtype_to_np_dtype(dtype_code).name if dtype_code else "unknown"
         nbytes = len(proto.raw_data) if proto.raw_data else numpy_helper.to_array(proto).nbytes
-        op = consumer_op(name)
+        op, node = consumer(name)
         if op in WEIGHT_OPS:
-            tensors.append(WeightTensor(name, op, dtype, elements, nbytes))
+            tensors.append(WeightTensor(name, op, dtype, elements, nbytes, node))
     return tensors
 
 

@@ -62,7 +62,7 @@ def test_any_changed_entry_or_signature_fails_naming_the_cause(released, tmp_pat
     project, _, public = released
     src = project / BUNDLE
     for name, (start, size) in _entry_offsets(src).items():
-        bad = tmp_path / "bad.mbundle"
+        bad = tmp_path / f"bad-{name.replace('/', '_')}.mbundle"
         shutil.copyfile(src, bad)
         with open(bad, "r+b") as fh:
             fh.seek(start + size // 2)
@@ -73,8 +73,10 @@ def test_any_changed_entry_or_signature_fails_naming_the_cause(released, tmp_pat
             _verify(bad, public)
         msg = str(err.value)
         assert name in msg or ("signature" in msg.lower() and name.startswith("SIGNATURE")), (name, msg)
-    proc = run_mbuild("verify", str(bad), "--key", str(public))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "SIGNATURE.ed25519" in proc.stderr
+    for name in ("SIGNATURE.ed25519", "variants/cpu-int8/model.onnx"):
+        proc = run_mbuild("verify", str(tmp_path / f"bad-{name.replace('/', '_')}.mbundle"), "--key", str(public))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert ("signature entry" if name.startswith("SIGNATURE") else name) in proc.stderr, proc.stderr
 
 
 def _entries(path):

@@ -1,0 +1,119 @@
+"""Issue 8's failure modes, each reproduced by a constructed model and caught (and fixed) by a real build."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from tests.conftest import executed_tasks, make_project, run_doit
+from tests.recipes import models
+
+MANIFEST = """\
+mbuild: 1
+name: {name}
+version: 1.0.0
+source:
+  onnx: {{model: ../examples/m/{name}.onnx}}
+inputs:
+  x: {{shape: {shape}, range: [-1, 1]}}
+outputs:
+  y: {{kind: {kind}}}
+data:
+  calibration: {{synthetic: {{count: 64, seed: 1}}}}
+  validation: {{synthetic: {{count: 64, seed: 2}}}}
+recipes:
+{recipes}
+targets:
+{targets}
+"""
+
+
+def _project(tmp_path, name, model, recipes, targets, shape=(1, 16), kind="generic"):
+    text = MANIFEST.format(name=name, shape=list(shape), kind=kind, recipes=recipes, targets=targets)
+    project = make_project(tmp_path, {f"{name}.yaml": text}, examples=())
+    (project / "examples" / "m").mkdir(parents=True)
+    onnx.save(model, str(project / "examples" / "m" / f"{name}.onnx"))
+    return project
+
+
+def _variant(project, name, target):
+    return json.loads((project / f"build/{name}/targets/{target}/variant/variant.json").read_text())
+
+
+def _report(project, name, target):
+    return json.loads((project / f"build/{name}/targets/{target}/report.json").read_text())
+
+
+def test_constant_node_weights_are_moved_and_quantized(tmp_path):
+    project = _project(tmp_path, "constw", models.constant_weights_model(),
+                       "  int8: {quantize: {scheme: static}}", "  cpu: {runtime: onnxruntime, recipe: int8}")
+    run_doit(project, check=True)
+    v = _variant(project, "constw", "cpu")
+    assert any("Constant node(s) into initializers" in n for n in v["notes"]), v["notes"]
+    assert v["audit"]["status"] == "full" and v["audit"]["quantized_tensors"] == 3
+
+
+def test_constant_node_weights_without_preparation_are_caught_by_the_audit(tmp_path):
+    """Quantizing the raw graph exits 0 but leaves every weight float; the audit says 'none'."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from mbuild.recipes.audit import audit_problem, make_audit
+    from mbuild.targets.onnxruntime import onnx_weight_tensors
+
+    raw, out = tmp_path / "raw.onnx", tmp_path / "q.onnx"
+    onnx.save(models.constant_weights_model(), str(raw))
+    quantize_dynamic(str(raw), str(out), weight_type=QuantType.QInt8)
+    audit = make_audit("int8", onnx_weight_tensors(out))
+    assert audit["status"] == "none" and audit["weight_tensors"] == 3
+    assert "no weight is stored as int8" in audit_problem(audit)
+
+
+def test_subgraph_weights_fail_the_build_unless_allowed(tmp_path):
+    recipes = "  int8: {quantize: {scheme: dynamic}}\n  int8-partial: {quantize: {scheme: dynamic, allow_partial: true}}"
+    targets = "  strict: {runtime: onnxruntime, recipe: int8}\n  lenient: {runtime: onnxruntime, recipe: int8-partial}"
+    project = _project(tmp_path, "subg", models.subgraph_weights_model(), recipes, targets)
+    proc = run_doit(project)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "quantization audit:" in out and "Traceback" not in out, out
+    assert "variant:subg/lenient" in executed_tasks(proc.stdout)
+    audit = _variant(project, "subg", "lenient")["audit"]
+    assert audit["status"] in ("partial", "none") and audit["weight_tensors"] == 2
+    assert {t["name"] for t in audit["float_left"]} >= {"then_w", "else_w"} - {
+        n for n in ("then_w", "else_w") if audit["status"] == "partial"}
+
+
+def test_concatenated_ranges_are_detected_and_fixed_by_keep_outputs_float(tmp_path):
+    recipes = ("  int8: {quantize: {scheme: static, granularity: per_tensor}}\n"
+               "  int8-float-head: {quantize: {scheme: static, granularity: per_tensor, keep_outputs_float: true}}")
+    targets = ("  plain: {runtime: onnxruntime, recipe: int8}\n"
+               "  fixed: {runtime: onnxruntime, recipe: int8-float-head}")
+    project = _project(tmp_path, "det", models.boxes_and_scores_model(), recipes, targets, kind="detection")
+    proc = run_doit(project)
+    plain = _report(project, "det", "plain")["validation"]
+    assert plain["status"] == "failed"
+    assert plain["metrics"]["y"]["cosine"] > 0.99  # the overall cosine hides the damage ...
+    assert [f["metric"] for f in plain["failures"]] == ["channel_snr_db_min"]  # ... the per-channel gate does not
+    assert "channel_snr_db_min" in proc.stdout + proc.stderr
+    fixed = _report(project, "det", "fixed")["validation"]
+    assert fixed["status"] == "passed", fixed
+    excluded = _variant(project, "det", "fixed")["quantization"]["excluded"]
+    assert "head_concat" in excluded and "score_sigmoid" in excluded
+
+
+def test_exclude_auto_finds_the_two_damaging_layers(tmp_path):
+    recipes = ("  int8: {quantize: {scheme: static, granularity: per_tensor}}\n"
+               "  int8-auto: {quantize: {scheme: static, granularity: per_tensor, exclude: auto, exclude_max: 4}}")
+    targets = "  plain: {runtime: onnxruntime, recipe: int8}\n  auto: {runtime: onnxruntime, recipe: int8-auto}"
+    project = _project(tmp_path, "outl", models.two_outlier_layers_model(), recipes, targets, shape=(1, 32))
+    run_doit(project)
+    plain = _report(project, "outl", "plain")["validation"]
+    assert plain["status"] == "failed"
+    ranked = [layer["node"] for layer in plain["attribution"]["layers"][:2]]
+    assert set(ranked) == {"fc1", "fc3"}, plain["attribution"]
+    v = _variant(project, "outl", "auto")
+    assert {"fc1", "fc3"} <= set(v["quantization"]["excluded"])
+    attempts = v["search"]["attempts"]
+    assert attempts[0]["status"] == "failed" and attempts[-1]["status"] == "passed" and len(attempts) == 3
+    assert _report(project, "outl", "auto")["validation"]["status"] == "passed"
