@@ -132,6 +132,22 @@ def cmd_select(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Platform-native selection files: Play device targeting XML, or a map keyed by Apple model identifier."""
+    from mbuild.bundle.exports import apple_model_map_json, play_device_targeting_xml
+    from mbuild.bundle.verify import read_bundle_json
+    from mbuild.devices import load_devices
+
+    bundle = read_bundle_json(Path(args.bundle))
+    text = play_device_targeting_xml(bundle) if args.kind == "play" else apple_model_map_json(bundle, load_devices())
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_devices(args) -> int:
     from mbuild.devices import load_devices
 
@@ -199,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--nnapi", action=argparse.BooleanOptionalAction, default=None)
     s.set_defaults(func=cmd_select)
+    e = sub.add_parser("export", help="write Play device-targeting XML or an Apple model-identifier map")
+    e.add_argument("kind", choices=["play", "apple"])
+    e.add_argument("bundle")
+    e.add_argument("-o", "--output")
+    e.set_defaults(func=cmd_export)
     d = sub.add_parser("devices", help="list the device database")
     d.set_defaults(func=cmd_devices)
     return p
@@ -214,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `mbuild devices | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

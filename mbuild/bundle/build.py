@@ -108,6 +108,7 @@ def variant_entry(manifest, name, record, report, source, stored) -> dict:
         "runtime": record["runtime"],
         "format": record["format"],
         "recipe": record["recipe"],
+        "precision": manifest.recipes[record["recipe"]].precision,
         "recipe_requested": record.get("recipe_requested", ""),
         "quantization": record.get("quantization", {}),
         "audit": record.get("audit"),

@@ -45,8 +45,8 @@ platform; min_os <= iOS version <= max_os (compare dotted versions number by num
 counts as 0); min_api <= API level <= max_api (integers); accelerator "ane" needs the Neural Engine \
 usable by Core ML, "gpu" needs a GPU, "nnapi" needs NNAPI usable on the device's current API level, \
 "cpu" always holds; RAM in MB >= ram_mb_min; the SoC is in soc_allow when soc_allow is non-empty; \
-the SoC is not in soc_deny. A requirement whose device property is unknown does not hold. A null \
-requirement always holds.
+the SoC is not in soc_deny. A requirement whose device property is unknown does not hold, except \
+RAM: an unknown RAM size is assumed sufficient. A null requirement always holds.
 4. The first matching variant wins: load its file.
 5. If none matched, load selection.fallback: it always matches (a CPU variant for platform "any")."""
 
@@ -174,9 +174,9 @@ def check_requirements(requirements: dict | None, props: dict) -> list[str]:
     need_ram = req.get("ram_mb_min")
     if need_ram:
         have_ram = props.get("ram_mb")
-        if have_ram is None:
-            reasons.append(f"needs >= {need_ram} MB RAM; the device's RAM is unknown")
-        elif float(have_ram) < float(need_ram):
+        # Unknown RAM is not held against a variant: an app always knows its RAM, and the database
+        # leaves unknown figures null rather than guess; only a known shortfall rejects.
+        if have_ram is not None and float(have_ram) < float(need_ram):
             reasons.append(f"needs >= {need_ram} MB RAM; device has {have_ram} MB")
     soc = (props.get("soc") or "").lower() or None
     allow = [str(s).lower() for s in (req.get("soc_allow") or [])]

@@ -60,7 +60,8 @@ def build_source(manifest: "Manifest", out_dir: Path) -> dict:
     analysis = {
         "params": source.count_params(model),
         "flops": flops,
-        "flops_counter": "torch.utils.flop_counter" if manifest.source.kind == "pytorch" else "onnx-tool",
+        "flops_counter": getattr(source, "FLOPS_COUNTER", None) or (
+            "torch.utils.flop_counter" if manifest.source.kind == "pytorch" else "onnx-tool"),
         "flops_onnx_tool": onnx_flops(out_dir / "model.onnx", shapes),
         "memory": memory_estimate(out_dir / "model.onnx", shapes),
         "ops": onnx_op_counts(out_dir / "model.onnx"),

@@ -119,7 +119,7 @@ def convert_tensorflow(ctx, dst: Path) -> dict:
     start = time.perf_counter()
     try:
         with quiet():
-            converter = _tf_converter(tf, model, ctx.manifest.source.signature)
+            converter = _tf_converter(tf, model, ctx)
             data = converter.convert()
     except BuildError:
         raise
@@ -130,7 +130,13 @@ def convert_tensorflow(ctx, dst: Path) -> dict:
             "layout": "declared"}
 
 
-def _tf_converter(tf, model, signature: str):
+def _tf_converter(tf, model, ctx):
+    """From the source's named tf.function (mbuild.sources.tensorflow), else from a path or Keras model."""
+    from mbuild.sources.tensorflow import TFModel, tflite_converter
+
+    if isinstance(model, TFModel):
+        return tflite_converter(ctx.manifest, model, ctx.work_dir)
+    signature = ctx.manifest.source.signature
     if isinstance(model, (str, Path)):
         path = Path(model)
         if path.is_dir():
