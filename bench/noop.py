@@ -1,8 +1,6 @@
-"""Time a no-op `doit` (nothing changed) on manifests/: median and spread of repeated runs."""
+"""Time a no-op `doit` (nothing changed): median and spread of repeated runs."""
 from __future__ import annotations
 
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -11,12 +9,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def time_noop(runs: int = 7) -> list[float]:
-    subprocess.run([sys.executable, "-m", "doit"], cwd=ROOT, check=True, capture_output=True)  # make sure it is built
+def time_noop(root: Path = ROOT, runs: int = 7, args: tuple[str, ...] = ()) -> list[float]:
+    subprocess.run([sys.executable, "-m", "doit", *args], cwd=root, capture_output=True)  # built
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "doit"], cwd=ROOT, check=True, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=root, capture_output=True,
+                              text=True)
         times.append(time.perf_counter() - start)
         ran = [line for line in proc.stdout.splitlines() if line.startswith(".  ")]
         if ran:
@@ -25,7 +24,8 @@ def time_noop(runs: int = 7) -> list[float]:
 
 
 if __name__ == "__main__":
-    t = time_noop()
-    print(f"| measurement | median | min | max | runs | machine |\n|---|---|---|---|---|---|\n"
-          f"| no-op `doit` on manifests/ | {statistics.median(t):.3f} s | {min(t):.3f} s | {max(t):.3f} s | {len(t)} | "
-          f"{platform.processor() or platform.machine()}, {platform.system()}, Python {platform.python_version()} |")
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _common import fmt, machine, stats
+
+    print(f"| measurement | time | machine |\n|---|---|---|\n"
+          f"| no-op `doit` on manifests/ | {fmt(stats(time_noop()))} | {machine()} |")

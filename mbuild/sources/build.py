@@ -93,7 +93,12 @@ def _check_canonical(manifest: "Manifest", onnx_path: Path, inputs, reference) -
     from mbuild.sources.onnx import run_session, session
     from mbuild.validate.metrics import tensor_metrics
 
-    outputs = run_session(session(onnx_path), inputs, list(manifest.outputs))
+    try:
+        sess = session(onnx_path)
+    except BuildError as e:
+        raise BuildError(f"graph preparation (pinned input shapes, folded constants) produced a canonical ONNX "
+                         f"that {e}") from e
+    outputs = run_session(sess, inputs, list(manifest.outputs))
     result = {}
     for name, ref in reference.items():
         m = tensor_metrics(ref, outputs[name])

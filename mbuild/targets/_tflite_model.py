@@ -91,6 +91,29 @@ def _describe(model, sg, index: int) -> dict:
             "const": _is_const(model, t), "name": name, "index": index}
 
 
+OUTPUT_PASSTHROUGH = {"RESHAPE", "CONCATENATION", "LOGISTIC", "SOFTMAX", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS",
+                      "RELU", "RELU6", "DEQUANTIZE", "QUANTIZE", "PACK", "MUL", "ADD"}
+
+
+def output_producer_tensors(model, subgraph: int = 0) -> list[str]:
+    """Output-tensor names of the ops that produce the model outputs, looking back through reshapes,
+    concatenations and activations (what ``keep_outputs_float`` keeps in float)."""
+    names = _op_names(model)
+    sg = model.subgraphs[subgraph]
+    producer = {t: op for op in (sg.operators or []) for t in (op.outputs or [])}
+    found, frontier, seen = [], list(sg.outputs or []), set()
+    while frontier:
+        index = frontier.pop()
+        op = producer.get(index)
+        if op is None or id(op) in seen:
+            continue
+        seen.add(id(op))
+        found += [_describe(model, sg, t)["name"] for t in (op.outputs or []) if t >= 0]
+        if names[op.opcodeIndex] in OUTPUT_PASSTHROUGH:
+            frontier += [t for t in (op.inputs or []) if t >= 0 and not _is_const(model, sg.tensors[t])]
+    return sorted(set(found))
+
+
 def weight_tensors(model) -> list[WeightTensor]:
     """Constant weight tensors with their storage type and the op that really consumes them."""
     names = _op_names(model)
@@ -103,25 +126,27 @@ def weight_tensors(model) -> list[WeightTensor]:
         for index, tensor in enumerate(sg.tensors):
             if not _is_const(model, tensor):
                 continue
-            op = _weight_consumer(consumers, index)
-            if op is None:
+            found = _weight_consumer(consumers, index)
+            if found is None:
                 continue
+            op, consumer = found
+            scope = "\n".join(_describe(model, sg, t)["name"] for t in (consumer.outputs or []) if t >= 0)
             elements = int(np.prod(tensor.shape)) if tensor.shape is not None and len(tensor.shape) else 1
             name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
             out.append(WeightTensor(name=name, op_type=op, dtype=_tensor_dtype(tensor), elements=elements,
-                                    nbytes=len(model.buffers[tensor.buffer].data)))
+                                    nbytes=len(model.buffers[tensor.buffer].data), node=scope))
     return out
 
 
-def _weight_consumer(consumers, index: int, depth: int = 0) -> str | None:
-    """The weight op reading tensor ``index`` as a weight, looking through DEQUANTIZE and friends."""
+def _weight_consumer(consumers, index: int, depth: int = 0) -> tuple[str, object] | None:
+    """The weight op (type, operator) reading tensor ``index`` as a weight, looking through DEQUANTIZE and friends."""
     for name, pos, op in consumers.get(index, []):
         if name in PASSTHROUGH and depth < 3:
             found = _weight_consumer(consumers, op.outputs[0], depth + 1)
             if found:
                 return found
         elif pos in WEIGHT_INPUTS.get(name, ()):
-            return name
+            return name, op
     return None
 
 

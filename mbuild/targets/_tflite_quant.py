@@ -42,6 +42,10 @@ def quantize(ctx, float_path: Path, dst: Path, plan: dict, io_type: str) -> dict
         _add_int_config(qz, q, qtyping)
         if q.scheme == "static":
             _set_io(qz, io_type, qtyping, algos)
+        if q.keep_outputs_float:
+            from mbuild.targets._tflite_model import output_producer_tensors, read_model
+
+            ctx = _with_extra(ctx, output_producer_tensors(read_model(float_path.read_bytes())))
         _exclude(qz, ctx, q, qtyping, algos)
     samples = 0
     calibration = None
@@ -88,6 +92,13 @@ def _set_io(qz, io_type: str, qtyping, algos) -> None:
         # int8: AEQ's static recipe already makes the model's inputs and outputs int8
 
 
+def _with_extra(ctx, names: list[str]):
+    """The context with more names to keep in float (frozen dataclass, so a copy)."""
+    import dataclasses
+
+    return dataclasses.replace(ctx, exclude_extra=tuple(ctx.exclude_extra) + tuple(names))
+
+
 def _excluded_names(ctx, q) -> set[str]:
     names = set(q.exclude) if isinstance(q.exclude, tuple) else set()
     return names | set(getattr(ctx, "exclude_extra", ()))
@@ -101,7 +112,8 @@ def _exclude(qz, ctx, q, qtyping, algos) -> None:
         if name.upper() in known:
             qz.update_quantization_recipe(".*", qtyping.TFLOperationName(name.upper()), algorithm_key=no_q)
         else:
-            qz.update_quantization_recipe(f"^{re.escape(name)}$", qtyping.TFLOperationName.ALL_SUPPORTED,
+            # AEQ matches against the op's scope: its output-tensor names, each followed by ';'
+            qz.update_quantization_recipe(f"(^|;){re.escape(name)};", qtyping.TFLOperationName.ALL_SUPPORTED,
                                           algorithm_key=no_q)
 
 

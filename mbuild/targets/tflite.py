@@ -58,7 +58,7 @@ class TFLiteRuntime(Runtime):
     suffix = ".tflite"
     platform = "android"
     sources = frozenset({"pytorch", "onnx", "tensorflow"})
-    features = frozenset({"fp32", "fp16", "int8-static", "int8-dynamic", "weight-only-int8", "int16x8"})
+    features = frozenset({"fp32", "fp16", "int8-static", "int8-dynamic", "weight-only-int8", "int16x8", "exclude-auto"})
     packages = ("litert-torch", "onnx2tf", "tensorflow", "ai-edge-quantizer", "ai-edge-litert")
     extra = "tflite"
 
@@ -136,7 +136,10 @@ class TFLiteRuntime(Runtime):
 
         q = recipe.quantize
         requested = q.weights if q else (recipe.precision if recipe.precision != "fp32" else None)
-        audit = make_audit(requested, fbm.weight_tensors(fbm.read_model(data)), allow_partial=bool(q and q.allow_partial))
+        weights = fbm.weight_tensors(fbm.read_model(data))
+        excluded = set(quantization.get("excluded") or ())
+        kept_float = {t.node for t in weights if excluded & set(t.node.split("\n"))}
+        audit = make_audit(requested, weights, allow_partial=bool(q and q.allow_partial), excluded_nodes=kept_float)
         io = {"signature": plan["signature"], "inputs": plan["inputs"], "outputs": plan["outputs"],
               "layout_changes": layout_changes(plan), "state_tensors": []}
         notes = list(converted.get("graph_preparation", []))
@@ -199,6 +202,19 @@ class TFLiteRuntime(Runtime):
         outputs, latencies = Runner(artifact, plan, threads=1).run(inputs)
         return RunResult(outputs=outputs, latency_ms=latencies,
                          runtime=f"ai-edge-litert {_version('ai-edge-litert')} (interpreter, XNNPACK CPU, 1 thread)")
+
+    def attribute_error(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray]) -> dict:
+        """Rank tensors by the damage their quantization does (see _tflite_debug)."""
+        from mbuild.targets._tflite_debug import attribute
+        from mbuild.targets._tflite_io import interpreter, plan_io
+        from mbuild.targets._tflite_model import read_metadata
+
+        float_path = Path(artifact).parent / "sibling_fp32.tflite"
+        shapes = {n: tuple(r.shape[1:]) for n, r in ctx.reference_outputs().items()}
+        float_plan = plan_io(interpreter(float_path), ctx.manifest, shapes)
+        meta = read_metadata(Path(artifact))
+        plan = meta["io"] if meta and "io" in meta else plan_io(interpreter(artifact), ctx.manifest, shapes)
+        return attribute(float_path, float_plan, Path(artifact), plan, inputs)
 
     # -- lint --------------------------------------------------------------------------------------
     def lint(self, ctx: BuildContext, artifact: Path) -> list[LintResult]:

@@ -170,8 +170,7 @@ def test_changed_content_is_refused_then_a_bump_releases_with_a_diff(released, t
     private = project / "keys" / "release.pem"
     manifest = project / "manifests" / "digits.yaml"
     released_bytes = (project / RELEASED).read_bytes()
-    manifest.write_text(manifest.read_text().replace("cpu-int8: {runtime: onnxruntime, recipe: int8}",
-                                                     "cpu-int8: {runtime: onnxruntime, recipe: fp16}"))
+    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.0\ndescription: edited"))
     proc = run_mbuild("release", "manifests/digits.yaml", "--key", str(private), cwd=project)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "already released" in proc.stderr and "immutable" in proc.stderr
@@ -179,7 +178,8 @@ def test_changed_content_is_refused_then_a_bump_releases_with_a_diff(released, t
     assert "Traceback" not in proc.stderr
     assert (project / RELEASED).read_bytes() == released_bytes
 
-    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+    manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.1").replace(
+        "cpu-int8: {runtime: onnxruntime, recipe: int8}", "cpu-int8: {runtime: onnxruntime, recipe: fp16}"))
     proc = run_mbuild("release", "manifests/digits.yaml", "--key", str(private), cwd=project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "diff against dist/releases/digits-cnn-1.0.0.mbundle" in proc.stdout

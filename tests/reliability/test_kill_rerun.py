@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mbuild.bundle.verify import verify_bundle
 from tests.conftest import DIGITS_CPU, executed_tasks, make_project, run_doit
+from tests.reliability._stable import code_digest, require_same_code
 
 BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
 TARGETS = Path("build/digits-cnn/targets")
@@ -88,6 +89,8 @@ def _deterministic_files(project: Path) -> dict[str, bytes]:
 
 
 def test_sigkill_at_many_points_then_rerun_is_byte_identical(digits_cpu_project, tmp_path):
+    code = code_digest()
+    run_doit(digits_cpu_project, check=True)  # the reference, rebuilt if mbuild's code changed since it was built
     project = make_project(tmp_path / "killed", {"digits.yaml": DIGITS_CPU})
     rng = random.Random(7)
     points = [
@@ -102,6 +105,7 @@ def test_sigkill_at_many_points_then_rerun_is_byte_identical(digits_cpu_project,
     # every rerun redoes what the killed run did (safe; progress is not kept across kills)
 
     final = run_doit(project, check=True)
+    require_same_code(code)
     assert (project / BUNDLE).read_bytes() == (digits_cpu_project / BUNDLE).read_bytes(), final.stdout
     verify_bundle(project / BUNDLE)
     reference = _deterministic_files(digits_cpu_project)
@@ -112,4 +116,5 @@ def test_sigkill_at_many_points_then_rerun_is_byte_identical(digits_cpu_project,
         report = json.loads((project / TARGETS / target / "report.json").read_text())
         assert report["validation"]["status"] == "passed"
     again = run_doit(project, check=True)
+    require_same_code(code)
     assert executed_tasks(again.stdout) == set(), again.stdout
