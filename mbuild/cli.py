@@ -1,4 +1,4 @@
-"""The ``mbuild`` command: validate manifests, build, inspect/verify/diff bundles, release, select variants, list devices."""
+"""The ``mbuild`` command: validate, build and release manifests; inspect/verify/diff bundles; select; devices."""
 from __future__ import annotations
 
 import argparse
@@ -74,8 +74,14 @@ def cmd_verify(args) -> int:
         from mbuild.bundle.sign import verify_signature
 
         verify_signature(Path(args.bundle), Path(args.key))
+        sig_note = ", signature valid"
+    else:
+        from mbuild.bundle.sign import signature_info
+
+        sig = signature_info(Path(args.bundle))
+        sig_note = f", signed by {sig['key-id']} (not checked: pass --key PUB.pem)" if sig else ", unsigned"
     print(f"ok: {args.bundle}: {doc['name']} {doc['version']}, {len(doc['variants'])} variant(s), "
-          f"checksums and schema valid" + (", signature valid" if args.key else ""))
+          f"checksums and schema valid{sig_note}")
     return 0
 
 

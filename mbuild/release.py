@@ -93,7 +93,7 @@ def run_build(manifest, jobs: int = 1) -> None:
         raise ReleaseError(f"no dodo.py in the project root {root}; run 'mbuild release' inside an mbuild project")
     argv = [sys.executable, "-m", "doit", "run"] + (["-n", str(jobs), "-P", "process"] if jobs > 1 else [])
     env = {**os.environ, "MBUILD_MANIFESTS": str(manifest.path)}
-    proc = subprocess.run(argv + [f"bundle:{manifest.name}"], cwd=root, env=env)
+    proc = subprocess.run(argv + [f"bundle:{manifest.name}"], cwd=root, env=env, check=False)
     if proc.returncode != 0:
         raise ReleaseError(f"the build of {manifest.bundle_id} failed (doit exit status {proc.returncode}); "
                            "nothing was released")

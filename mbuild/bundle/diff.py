@@ -91,8 +91,8 @@ def format_change(key: str, before, after) -> str:
 def format_diff(d: dict) -> str:
     """The diff as text for a terminal or a review comment."""
     o, n = d["old"], d["new"]
-    lines = [f"{o['name']} {o['version']} (build {str(o['build_id'])[:12]}) -> "
-             f"{n['name']} {n['version']} (build {str(n['build_id'])[:12]})"]
+    lines = [(f"{o['name']} {o['version']} (build {str(o['build_id'])[:12]}) -> "
+              f"{n['name']} {n['version']} (build {str(n['build_id'])[:12]})")]
     if o["name"] != n["name"]:
         lines.append(f"note: comparing different models ({o['name']} vs {n['name']})")
     for vid, facts in d["added"].items():

@@ -240,14 +240,14 @@ def render_report(doc: dict, *, measured: dict | None = None, diff: dict | None 
         f"FLOPs {_num(src.get('flops'))}" + (f" &middot; signed by {_e(signed_by)}" if signed_by else "") + "</p>",
         f"<p>{_e(doc.get('description') or '')}</p>",
         "<h2>Variants</h2>", variant_table(doc, measured),
-        f"<p class=note>selection order: {_e(' > '.join(sel.get('order') or []))}; fallback: "
-        f"{_e(sel.get('fallback'))}. Host latency is measured on the build machine and kept out of the "
-        "reproducible bundle.</p>",
+        (f"<p class=note>selection order: {_e(' > '.join(sel.get('order') or []))}; fallback: "
+         f"{_e(sel.get('fallback'))}. Host latency is measured on the build machine and kept out of the "
+         "reproducible bundle.</p>"),
         "<h2>Plots</h2>",
         f"<div class=plot>{plot_size_vs_error(doc)}</div>",
         f"<div class=plot>{plot_latency(doc, devices)}</div>",
-        "<p class=note>Latency estimates are back-of-the-envelope: FLOPs / (peak x efficiency) x thermal derating, "
-        "per device in the database, grouped by platform and era; bars are medians, whiskers min-max.</p>",
+        ("<p class=note>Latency estimates are back-of-the-envelope: FLOPs / (peak x efficiency) x thermal "
+         "derating, per device in the database, grouped by platform and era; bars are medians, whiskers min-max.</p>"),
     ]
     if reasons:
         uniq = sorted({r.split(": ", 1)[1] for r in reasons})

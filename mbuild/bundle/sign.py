@@ -200,7 +200,8 @@ def verify_signature(bundle_path: Path, pubkey_path: Path) -> str:
         public.verify(sig, sums)
     except InvalidSignature:
         if fields.get("key-id") and fields["key-id"] != expected_id:
-            raise BundleError(f"{path}: signed with key {fields['key-id']}, not with the given key {expected_id}") from None
+            raise BundleError(f"{path}: signed with key {fields['key-id']}, "
+                              f"not with the given key {expected_id}") from None
         raise BundleError(f"{path}: the signature does not match {SIGNED_ENTRY} (the bundle or its signature "
                           f"was altered after signing)") from None
     if fields.get("key-id") not in (None, expected_id):

@@ -32,6 +32,10 @@ def verify_bundle(path: Path) -> dict:
         for name in sums:
             if name not in names:
                 raise BundleError(f"{path}: SHA256SUMS lists {name!r}, which is not in the archive")
+        if "SIGNATURE.ed25519" in names:  # well-formed here; `verify --key` checks it against a public key
+            from mbuild.bundle.sign import parse_signature
+
+            parse_signature(_read(zf, "SIGNATURE.ed25519", path), str(path))
         try:
             doc = json.loads(_read(zf, "bundle.json", path))
         except json.JSONDecodeError as e:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from mbuild.errors import MbuildError
 from mbuild.manifest.model import DEFAULT_CAPACITY

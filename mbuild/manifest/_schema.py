@@ -14,7 +14,7 @@ from mbuild.manifest._yaml import Positions, dotted
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_schema(name: str) -> dict:
     """The JSON Schema shipped in ``schemas/`` (or inside the installed package)."""
     for base in (SCHEMA_DIR, Path(__file__).resolve().parents[1] / "schemas"):
@@ -24,7 +24,7 @@ def load_schema(name: str) -> dict:
     raise FileNotFoundError(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(name: str):
     import jsonschema
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING
 
 from mbuild.errors import ManifestError
@@ -19,7 +19,7 @@ RUNTIMES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_runtime(name: str) -> "Runtime":
     """The runtime registered as ``name`` (its module imports no SDK at import time)."""
     try:

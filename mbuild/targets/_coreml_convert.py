@@ -112,7 +112,7 @@ def _export(model, manifest: Manifest, example):
     import torch
 
     dynamic = {}
-    for (name, spec), tensor in zip(manifest.inputs.items(), example):
+    for (name, spec), _tensor in zip(manifest.inputs.items(), example):
         axes = {}
         for axis in range(len(spec.shape)):
             sizes = {s[axis] for s in (spec.shape, *spec.shapes)}

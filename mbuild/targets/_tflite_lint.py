@@ -13,7 +13,7 @@ import contextlib
 import io
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from mbuild.targets import _tflite_model as fbm
@@ -25,7 +25,7 @@ _SUBGRAPH = re.compile(r"^Subgraph#(\d+)")
 _WARNING = "GPU COMPATIBILITY WARNING: "
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table(name: str) -> dict:
     return json.loads((DATA / name).read_text())
 

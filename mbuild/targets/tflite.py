@@ -8,11 +8,10 @@ in the .tflite as an ``mbuild`` metadata entry, which ``run`` reads back.
 """
 from __future__ import annotations
 
-import shutil
-
 import difflib
 import importlib.metadata
 import logging
+import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from tests.conftest import DIGITS_CPU, make_project, run_mbuild
 from mbuild.cli import main
+from tests.conftest import DIGITS_CPU, make_project, run_mbuild
 
 LOCATED = re.compile(r"^error: manifests/bad\.yaml:(\d+):(\d+): ", re.M)
 

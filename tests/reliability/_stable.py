@@ -10,7 +10,7 @@ import pytest
 
 
 def code_digest() -> str:
-    import mbuild.tasks as tasks
+    from mbuild import tasks
 
     tasks._CODE_DIGEST = None
     try:

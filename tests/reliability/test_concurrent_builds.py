@@ -52,9 +52,9 @@ def test_lock_is_released_by_a_killed_build(tmp_path):
     from mbuild import _lock
 
     project = tmp_path / "p"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mbuild import _lock; "
-                               f"_lock.acquire({str(project / '.mbuild')!r}); print('held', flush=True); "
-                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    code = (f"import time; from mbuild import _lock; _lock.acquire({str(project / '.mbuild')!r}); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     try:
         try:

@@ -84,7 +84,8 @@ REQUIRED = [("mbuild",), ("name",), ("version",), ("source",), ("inputs",), ("ou
             ("targets", "cpu-fp32", "runtime"), ("targets", "cpu-int8", "recipe"), ("inputs", "image", "shape"),
             ("source", "pytorch", "model"), ("recipes", "int8", "quantize", "scheme"), ("data", "validation", "npz")]
 FIXED_KEY_MAPS = [(), ("source", "pytorch"), ("inputs", "image"), ("outputs", "logits"), ("data", "calibration"),
-                  ("targets", "cpu-fp32"), ("targets", "cpu-int8"), ("recipes", "int8", "quantize"), ("recipes", "fp16"),
+                  ("targets", "cpu-fp32"), ("targets", "cpu-int8"), ("recipes", "int8", "quantize"),
+                  ("recipes", "fp16"),
                   ("validate", "int8")]
 
 not_one = st.one_of(st.integers().filter(lambda i: i != 1), st.text(max_size=8), st.lists(st.integers(), max_size=2),
