@@ -90,6 +90,10 @@ def extract_archive(path: Path, dest: Path) -> list[Path]:
             if dest not in target.parents:
                 raise BundleError(f"{path}: entry {info.filename!r} would be written outside {dest}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(zf.read(info))
+            try:
+                data = zf.read(info)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise BundleError(f"{path}: entry {info.filename!r} is corrupt ({e})") from None
+            target.write_bytes(data)
             out.append(target)
     return out

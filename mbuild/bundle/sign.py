@@ -75,7 +75,7 @@ def load_public_key(source: str | Path):
     data = _read_pem(source, "public key")
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, Exception) as e:  # noqa: BLE001 - cryptography raises several kinds
+    except Exception as e:  # noqa: BLE001 - cryptography raises ValueError, TypeError or UnsupportedAlgorithm
         hint = " (it is a private key; pass the .pub.pem file)" if b"PRIVATE KEY" in data else ""
         raise SigningKeyError(f"public key {_label(source)} is not a PEM public key{hint}: "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

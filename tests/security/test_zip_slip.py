@@ -85,9 +85,6 @@ def test_local_header_name_mismatch_is_refused_by_verify(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=zipfile.BadZipFile,
-                   reason="extract_archive lets zipfile.BadZipFile through instead of a BundleError "
-                          "(safe: nothing is written; fix in mbuild/bundle/archive.py)")
 def test_local_header_name_mismatch_extraction(tmp_path):
     bad = _header_name_mismatch(tmp_path / "mismatch.mbundle")
     dest = tmp_path / "out"
