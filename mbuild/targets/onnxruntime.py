@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,17 +443,29 @@ from pathlib import Path
 from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 convert_onnx_models_to_ort(Path('in/model.onnx'), output_dir=Path('out'), optimization_styles=[OptimizationStyle.Fixed])
 """
+# What the converter imports; linked into the child's private, fixed-length import path.
+_ORT_PACKAGES = ("onnxruntime", "onnx", "numpy", "numpy.libs", "flatbuffers", "google", "ml_dtypes", "opt_einsum",
+                 "packaging", "typing_extensions.py")
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (or, across file systems, copy) a package into the child's import path."""
+    try:
+        shutil.copytree(src, dst, copy_function=os.link) if src.is_dir() else os.link(src, dst)
+    except OSError:
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copyfile(src, dst)
 
 
 def convert_to_ort(onnx_path: Path, dst: Path) -> None:
     """Convert to ORT format reproducibly.
 
     ONNX Runtime serializes a hash map whose order follows the process's memory layout, so the
-    same model gives different bytes from run to run. The converter therefore runs in a child
-    process with address-space randomization off (``setarch -R``), an empty environment and
-    fixed-length relative paths, which makes its output byte-identical across checkouts.
+    same model gives different bytes from run to run and from checkout to checkout. The converter
+    therefore runs in a child process with address-space randomization off (``setarch -R``), an
+    empty environment, no site-packages, and its few packages linked under fixed-length relative
+    paths; its output is then byte-identical across runs and checkouts (tested).
     """
-    import os
     import platform
     import subprocess
     import sys
@@ -460,17 +473,22 @@ def convert_to_ort(onnx_path: Path, dst: Path) -> None:
 
     import onnxruntime
 
+    site = Path(onnxruntime.__file__).resolve().parent.parent
     tmp = Path(tempfile.mkdtemp(prefix="mbuild-ort-"))
     try:
         (tmp / "in").mkdir()
+        (tmp / "pkgs").mkdir()
         shutil.copyfile(onnx_path, tmp / "in" / "model.onnx")
-        os.symlink(Path(onnxruntime.__file__).resolve().parent.parent, tmp / "sp")
+        for name in _ORT_PACKAGES:
+            if (site / name).exists():
+                _link_tree(site / name, tmp / "pkgs" / name)
         python = os.path.realpath(sys.executable)
-        cmd = [python, "-c", _ORT_SCRIPT]
+        cmd = [python, "-S", "-c", _ORT_SCRIPT]
         setarch = shutil.which("setarch")
         if setarch and platform.system() == "Linux":
             cmd = [setarch, platform.machine(), "-R", *cmd]
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": "sp", "LC_ALL": "C"}
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": "pkgs", "PYTHONNOUSERSITE": "1",
+               "LC_ALL": "C"}
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
         produced = tmp / "out" / "model.ort"
         if proc.returncode != 0 or not produced.exists():
