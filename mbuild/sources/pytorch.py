@@ -53,7 +53,8 @@ def _import_callable(manifest: "Manifest"):
     loc = manifest.positions.of(("source", "pytorch", "model"))
     target, _, attr = src.model.rpartition(":")
     if src.model_path is not None:
-        name = f"mbuild_user_{hashlib.sha256(str(src.model_path).encode()).hexdigest()[:16]}"
+        # named from the root-relative path: converters copy module names into tensor names
+        name = f"mbuild_user_{hashlib.sha256(manifest.rel(src.model_path).encode()).hexdigest()[:16]}"
         module = sys.modules.get(name)
         if module is None:
             spec = importlib.util.spec_from_file_location(name, src.model_path)
