@@ -77,3 +77,12 @@ def digits_cpu_project(tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("digits-cpu"), {"digits.yaml": DIGITS_CPU})
     run_doit(project, check=True)
     return project
+
+
+@pytest.fixture(scope="session")
+def digits_full_project(tmp_path_factory) -> Path:
+    """manifests/digits.yaml (Core ML, LiteRT and ONNX Runtime targets) built once with the real tools."""
+    project = make_project(tmp_path_factory.mktemp("digits-full"),
+                           {"digits.yaml": (REPO / "manifests" / "digits.yaml").read_text()})
+    run_doit(project, check=True, timeout=1500)
+    return project

@@ -11,7 +11,7 @@ from mbuild.bundle.archive import PAGE
 from mbuild.bundle.schema import bundle_schema_problems
 from mbuild.bundle.verify import verify_bundle
 from mbuild.errors import BundleError
-from tests.conftest import DIGITS_CPU, make_project, run_doit, run_mbuild
+from tests.conftest import run_mbuild
 
 BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
 
@@ -53,12 +53,6 @@ def test_verify_names_a_tampered_entry(digits_cpu_project, tmp_path, entry):
         verify_bundle(bad)
     proc = run_mbuild("verify", str(bad))
     assert proc.returncode != 0 and entry in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_clean_builds_are_byte_identical(digits_cpu_project, tmp_path):
-    other = make_project(tmp_path / "second-checkout", {"digits.yaml": DIGITS_CPU})
-    run_doit(other, check=True)
-    assert (other / BUNDLE).read_bytes() == (digits_cpu_project / BUNDLE).read_bytes()
 
 
 def test_inspect_shows_quantization_and_validation(digits_cpu_project):

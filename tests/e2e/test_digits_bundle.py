@@ -10,16 +10,14 @@ import pytest
 from mbuild.bundle.exports import apple_model_map, play_device_targeting_xml
 from mbuild.bundle.select import device_properties, make_device_properties, select
 from mbuild.devices import get_device, load_devices
-from tests.conftest import REPO, make_project, run_doit, run_mbuild
+from tests.conftest import run_mbuild
 
 BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("digits-full"),
-                           {"digits.yaml": (REPO / "manifests" / "digits.yaml").read_text()})
-    run_doit(project, check=True, timeout=1200)
+def digits(digits_full_project):
+    project = digits_full_project
     with zipfile.ZipFile(project / BUNDLE) as zf:
         doc = json.loads(zf.read("bundle.json"))
     return project, doc, {v["id"]: v for v in doc["variants"]}
@@ -132,3 +130,12 @@ def test_platform_exports(digits):
     assert all(g.find(f"{ns}device-selector") is not None for g in groups)
     mapping = apple_model_map(doc, load_devices())
     assert mapping and all(k.startswith(("iPhone", "iPad")) for k in mapping)
+
+
+def test_clean_builds_of_every_runtime_are_byte_identical(digits_full_project, tmp_path):
+    """A second clean checkout gives the same bundle, byte for byte (Core ML, .tflite, .onnx and .ort alike)."""
+    from tests.conftest import REPO, make_project, run_doit
+
+    other = make_project(tmp_path / "second-checkout", {"digits.yaml": (REPO / "manifests" / "digits.yaml").read_text()})
+    run_doit(other, check=True, timeout=1500)
+    assert (other / BUNDLE).read_bytes() == (digits_full_project / BUNDLE).read_bytes()
