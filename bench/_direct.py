@@ -22,8 +22,7 @@ example = (torch.zeros(1, 1, 8, 8),)
 torch.onnx.export(model, example, str(out / "fp32.onnx"), input_names=["image"], output_names=["logits"],
                   opset_version=17, dynamo=False)
 
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,  # noqa: E402
-                                      quantize_dynamic, quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static  # noqa: E402
 
 quantize_dynamic(str(out / "fp32.onnx"), str(out / "int8-dyn.onnx"), weight_type=QuantType.QInt8, per_channel=True)
 calib = np.load(root / "examples" / "digits" / "calib.npz")["x"][:128]

@@ -22,8 +22,8 @@ def mbuild_calibration(data_dir=None, **kwargs):
 ''')
 passes = {
     "static": {"type": "OnnxStaticQuantization", "data_config": "calib", "quant_format": "QDQ", "per_channel": True,
-               "activation_type": "QInt8", "weight_type": "QInt8"},
-    "dynamic": {"type": "OnnxDynamicQuantization", "per_channel": True, "weight_type": "QInt8"},
+               "activation_type": "int8", "weight_type": "int8"},
+    "dynamic": {"type": "OnnxDynamicQuantization", "per_channel": True, "weight_type": "int8"},
 }
 from olive.workflows import run  # noqa: E402
 
@@ -44,5 +44,6 @@ for name, spec in passes.items():
         found = sorted((out / name).rglob("*.onnx"))
         result = {"recipe": name, "model": str(found[0]) if found else None, "seconds": time.perf_counter() - start}
     except Exception as e:  # noqa: BLE001 - reported in the table, not raised
-        result = {"recipe": name, "error": f"{type(e).__name__}: {str(e)[:300]}", "seconds": time.perf_counter() - start}
+        message = " ".join(str(e).split())[:300]
+        result = {"recipe": name, "error": f"{type(e).__name__}: {message}", "seconds": time.perf_counter() - start}
     print("RESULT " + json.dumps(result), flush=True)

@@ -34,7 +34,8 @@ def run(edits: int = 3, noops: int = 7) -> dict:
     _reset(project)
     cold2, out2, rc2 = doit(project, "-n", "2", "-P", "process")
     return {"tasks": tasks, "cold_n1": cold1, "cold_n1_rc": rc1, "cold_n2": cold2, "cold_n2_rc": rc2,
-            "noop": stats(noop), "edit": stats(edit_times), "edit_ran": edit_ran[0], "project": PROJECT}
+            "noop": stats(noop), "edit": stats(edit_times), "edit_ran": edit_ran[0],
+            "edit_counts": [len(x) for x in edit_ran], "project": PROJECT}
 
 
 def table(r: dict) -> str:
@@ -45,6 +46,6 @@ def table(r: dict) -> str:
         f"exit {r['cold_n2_rc']} |",
         f"| no-op `doit` (nothing changed) | {fmt(r['noop'])} | no task ran |",
         f"| one-target edit (`{EDIT_FILE}`: target `cpu` recipe int8-dyn <-> fp16) | {fmt(r['edit'])} | "
-        f"ran: {', '.join(r['edit_ran'])} |",
+        f"ran: {', '.join(r['edit_ran'])}; tasks per run: {', '.join(map(str, r['edit_counts']))} |",
     ]
     return "\n".join(rows)

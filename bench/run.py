@@ -13,63 +13,101 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import build as build_bench  # noqa: E402
-import olive as olive_bench  # noqa: E402
 import overhead as overhead_bench  # noqa: E402
+import peer_olive as olive_bench  # noqa: E402
 import variants as variants_bench  # noqa: E402
 from _common import PROJECT, ROOT, doit, machine  # noqa: E402
 
+import build as build_bench  # noqa: E402
+
 
 def _our_build_times(project: Path) -> dict:
-    """Wall time of re-running one int8 variant + its check for the MobileNet (for the Olive comparison)."""
+    """Wall time of re-running one int8 variant task of the MobileNet (for the Olive comparison)."""
     out = {}
     for target, recipe in (("cpu-int8", "static"), ("cpu-int8-dyn", "dynamic")):
-        tasks = [f"variant:mobilenet-bench/{target}", f"check:mobilenet-bench/{target}"]
+        tasks = [f"variant:mobilenet-bench/{target}"]
         doit(project, "forget", *tasks, "manifests=bench/manifests/mobilenet.yaml")
         t, _, _ = doit(project, *tasks, "manifests=bench/manifests/mobilenet.yaml")
         out[recipe] = t
     return out
 
 
+SECTIONS = ("build", "variants", "olive", "overhead")
+TITLES = {"sizes": "Artifacts: size of each variant relative to fp32 (same runtime)",
+          "latency": "Host latency (measured by each variant's check task)",
+          "fidelity": "Fidelity (validation set, against the fp32 source)",
+          "olive": "Peer: Olive vs mbuild, ONNX Runtime CPU int8 (MobileNet)",
+          "overhead": "Overhead: mbuild vs the converters called directly"}
+
+
+def _merge(new: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Sections just measured replace those of the same title in the existing results.md; others stay."""
+    path = ROOT / "bench" / "results.md"
+    old = []
+    if path.exists():
+        for chunk in path.read_text().split("\n## ")[1:]:
+            title, _, text = chunk.partition("\n\n")
+            old.append((title.strip(), text.strip()))
+    fresh = dict(new)
+    merged = [(t, fresh.pop(t, x)) for t, x in old]
+    return merged + list(fresh.items())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run only these parts; the other sections of bench/results.md are kept")
     args = parser.parse_args()
+    only = set(args.only or SECTIONS)
     start = time.perf_counter()
     sections = []
 
-    print("build benchmarks (cold, no-op, edit, -n 2)...", flush=True)
-    b = build_bench.run(edits=2 if args.quick else 3, noops=3 if args.quick else 7)
-    sections.append(("Build", build_bench.table(b)))
-    print(sections[-1][1], flush=True)
+    if "build" in only:
+        print("build benchmarks (cold, no-op, edit, -n 2)...", flush=True)
+        b = build_bench.run(edits=2 if args.quick else 3, noops=3 if args.quick else 7)
+        sections.append(("Build", build_bench.table(b)))
+        print(sections[-1][1], flush=True)
 
-    print("MobileNet variants...", flush=True)
-    t, out, rc = variants_bench.build_mobilenet(PROJECT)
-    if rc:
-        print(out[-3000:])
-    rows = variants_bench.collect(PROJECT)
-    sections.append(("Artifacts: size of each variant relative to fp32 (same runtime)", variants_bench.size_table(rows)))
-    sections.append(("Host latency (measured by each variant's check task)", variants_bench.latency_table(rows)))
-    sections.append(("Fidelity (validation set, against the fp32 source)", variants_bench.fidelity_table(rows)))
-    for title, text in sections[1:]:
-        print(f"\n## {title}\n{text}", flush=True)
+    if "variants" in only or not (PROJECT / "build" / "mobilenet-bench").exists():
+        print("MobileNet variants...", flush=True)
+        t, out, rc = variants_bench.build_mobilenet(PROJECT)
+        print("\n".join(line for line in out.splitlines() if line.startswith(("check:", "error:"))), flush=True)
+    if "variants" in only:
+        rows = variants_bench.collect(PROJECT)
+        for title, text in ((TITLES["sizes"], variants_bench.size_table(rows)),
+                            (TITLES["latency"], variants_bench.latency_table(rows)),
+                            (TITLES["fidelity"], variants_bench.fidelity_table(rows))):
+            sections.append((title, text))
+            print(f"\n## {title}\n{text}", flush=True)
 
-    print("\nOlive peer...", flush=True)
-    ours = _our_build_times(PROJECT)
-    o = olive_bench.run(PROJECT)
-    sections.append(("Peer: Olive vs mbuild, ONNX Runtime CPU int8 (MobileNet)", olive_bench.table(o, ours)))
-    print(sections[-1][1], flush=True)
+    if "olive" in only:
+        print("\nOlive peer...", flush=True)
+        ours = _our_build_times(PROJECT)
+        o = olive_bench.run(PROJECT)
+        sections.append((TITLES["olive"], olive_bench.table(o, ours)))
+        print(sections[-1][1], flush=True)
 
-    print("\noverhead (direct converter calls vs mbuild)...", flush=True)
-    ov = overhead_bench.run(reps=2 if args.quick else 3)
-    sections.append(("Overhead: mbuild vs the converters called directly", overhead_bench.table(ov)))
-    print(sections[-1][1], flush=True)
+    if "overhead" in only:
+        print("\noverhead (direct converter calls vs mbuild)...", flush=True)
+        ov = overhead_bench.run(reps=2 if args.quick else 3)
+        sections.append((TITLES["overhead"], overhead_bench.table(ov)))
+        print(sections[-1][1], flush=True)
 
     total = time.perf_counter() - start
-    head = (f"# mbuild bench results\n\nGenerated by `.venv/bin/python bench/run.py`{' --quick' if args.quick else ''} "
+    old = (ROOT / "bench" / "results.md")
+    if args.only and old.exists():  # keep the full run's header, say what was re-measured
+        first = old.read_text().split("\n## ")[0].rstrip()
+        first = "\n".join(x for x in first.splitlines() if not x.startswith("Re-measured"))
+        head = (first + f"\nRe-measured with `--only {' '.join(sorted(only))}` on {datetime.date.today().isoformat()} "
+                f"({total / 60:.1f} min).\n")
+    else:
+        head = None
+    head = head or (f"# mbuild bench results\n\nGenerated by `.venv/bin/python bench/run.py`{' --quick' if args.quick else ''} "
             f"on {datetime.date.today().isoformat()} in {total / 60:.1f} min.\n\nMachine: {machine()}.\n"
             "Times are wall-clock; each is a median with its spread (min-max for few runs, p10-p90 for many) and n. "
             "Cold builds are single runs (n=1). Latency: 1 thread, batch 1, per-sample inference after warm-up.\n")
+    sections = _merge(sections) if args.only else sections
     body = "\n\n".join(f"## {title}\n\n{text}" for title, text in sections)
     (ROOT / "bench" / "results.md").write_text(head + "\n" + body + "\n")
     print(f"\nwrote bench/results.md ({total / 60:.1f} min)")

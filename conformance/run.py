@@ -72,7 +72,7 @@ def cell(m, target: str, errors: dict[str, str]) -> tuple[str, str]:
     lay = layout_for(m)
     for step in ("source", "variant", "check"):
         key = f"{step}:{m.name}" if step == "source" else f"{step}:{m.name}/{target}"
-        if key in errors:
+        if key in errors and not (step == "check" and "failed its tolerance" in errors[key]):
             return "failed", f"failed at {step}: {errors[key]}"
     if not lay.report_json(target).exists():
         return "failed", "not built (see work/doit.log)"
@@ -191,8 +191,11 @@ Targets: `cpu-*` ONNX Runtime CPU (fp32, fp16, int8 static QDQ, int8 dynamic); `
 XNNPACK; `android-gpu` LiteRT fp16; `android-nnapi` LiteRT int8 static W8A8 (ai-edge-quantizer);
 `ios-ane` Core ML fp16. Key metric: the lowest cosine over the model's outputs against the source's fp32
 reference, top-1 agreement for classification outputs, artifact size and the median host latency.
-Tolerances: cosine >= 0.999 for float variants, >= 0.98 (and top-1 agreement >= 0.9) for int8;
-"out of tolerance" is a measured result, not a crash.
+Tolerances: mbuild's defaults for float variants (cosine >= 0.999, per-channel SNR >= 25 dB) and
+cosine >= 0.98, per-channel SNR >= 8 dB (top-1 agreement >= 0.9 for classifiers) for int8; "out of tolerance"
+is a measured result with the numbers that missed, not a crash. "failed" names the step and the converter's
+own message (for onnx2tf: the ONNX node and op type it failed on); the full converter log stays in the build
+folder.
 
 {chr(10).join(lines)}
 """

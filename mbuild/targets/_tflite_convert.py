@@ -81,14 +81,47 @@ def convert_onnx(ctx, dst: Path) -> dict:
     (folder / "onnx2tf.log").write_text(proc.stdout + proc.stderr)
     produced = folder / "out" / "model_float32.tflite"
     if proc.returncode != 0 or not produced.exists():
-        tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])
         if "onnx2tf" in proc.stderr and "No module named" in proc.stderr:
             raise MissingDependencyError("onnx2tf", "tflite", "Converting ONNX models to .tflite")
-        raise BuildError(f"onnx2tf: exited with {proc.returncode} and no float32 model "
-                         f"(log: {folder / 'onnx2tf.log'}): {tail[-800:]}")
+        kept = ctx.out_dir.parent / "onnx2tf.log"  # the staging folder is dropped on failure; keep the log
+        shutil.copyfile(folder / "onnx2tf.log", kept)
+        raise BuildError(f"onnx2tf: exited with {proc.returncode} and no float32 model: "
+                         f"{_onnx2tf_failure(proc.stdout + proc.stderr, folder / 'model.onnx')} (log: {kept})")
     shutil.copyfile(produced, dst)
     return {"converter": "onnx2tf", "seconds": round(time.perf_counter() - start, 2), "graph_preparation": notes,
             "sample_images_file": sample, "layout": "channels-last (onnx2tf transposes NCHW to NHWC)"}
+
+
+def _onnx2tf_failure(log: str, model_path: Path) -> str:
+    """The ONNX node onnx2tf failed on (name and op type) and the exception it ended with, no traceback."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log)
+    names = re.findall(r"onnx_op_name:\s*(\S+)", text)
+    errors = [line.strip() for line in text.splitlines() if re.match(r"^\s*[A-Za-z_.]*(Error|Exception): ", line)]
+    where = "conversion"
+    if names:
+        where = f"ONNX node {names[-1]!r}" + (f" ({_op_type(model_path, names[-1])})" if model_path.exists() else "")
+    cause = errors[-1][:500] if errors else " | ".join(text.strip().splitlines()[-2:])[-500:]
+    return f"{where} failed: {cause}"
+
+
+def _op_type(model_path: Path, name: str) -> str:
+    import onnx
+
+    def find(graph):
+        for node in graph.node:
+            if node.name == name:
+                return node.op_type
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH and (found := find(attr.g)):
+                    return found
+        return None
+
+    try:
+        return find(onnx.load(str(model_path), load_external_data=False).graph) or "op type unknown"
+    except Exception:  # noqa: BLE001 - a diagnostic only
+        return "op type unknown"
 
 
 def _write_sample_images(ctx, folder: Path) -> str | None:
