@@ -40,10 +40,10 @@ def cmd_validate(args) -> int:
 
 def cmd_build(args) -> int:
     """Run doit for the given manifests (all under manifests/ by default)."""
-    from doit.doit_cmd import DoitMain
-    from doit.cmd_base import ModuleTaskLoader
-
     import importlib.util
+
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
 
     dodo = Path.cwd() / "dodo.py"
     if not dodo.exists():
@@ -162,7 +162,8 @@ def cmd_devices(args) -> int:
         osr = (f"iOS {d.value('os_min')}-{d.value('os_max')}" if d.platform == "ios"
                else f"API {d.value('api_min')}-{d.value('api_max')}")
         ane = d.value("ane_present")
-        ane_s = "-" if d.platform != "ios" else ("no" if not ane else ("yes" if d.value("ane_usable_by_coreml") else "present, not usable"))
+        usable = "yes" if d.value("ane_usable_by_coreml") else "present, not usable"
+        ane_s = "-" if d.platform != "ios" else ("no" if not ane else usable)
         rows.append((d.id, d.platform, str(d.value("chip")), str(d.value("year")), str(d.value("ram_mb")), osr, ane_s,
                      "-" if d.platform != "android" else str(d.value("nnapi_available"))))
     print(_table(rows))

@@ -27,14 +27,25 @@ def onnx_flops(path: Path, shapes: dict[str, tuple[int, ...]]) -> int | None:
     except Exception:  # noqa: BLE001 - a profile we cannot make is reported as unknown, not guessed
         return None
     macs = graph.macs[0] if isinstance(graph.macs, (list, tuple)) else graph.macs
-    return int(2 * macs)
+    return int(2 * macs) or None  # 0 means onnx-tool could not see the work (e.g. inside If/Loop): unknown
 
 
 def onnx_params(path: Path) -> int:
+    """Elements of every initializer, subgraphs (If/Loop bodies) included."""
     import onnx
 
+    def graphs(g):
+        yield g
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.type == attr.GRAPH:
+                    yield from graphs(attr.g)
+                elif attr.type == attr.GRAPHS:
+                    for sub in attr.graphs:
+                        yield from graphs(sub)
+
     model = onnx.load(str(path))
-    return int(sum(int(np.prod(i.dims)) for i in model.graph.initializer))
+    return int(sum(int(np.prod(i.dims)) for g in graphs(model.graph) for i in g.initializer))
 
 
 def memory_estimate(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict:

@@ -88,9 +88,16 @@ def count_flops(manifest: "Manifest", model: Path) -> int | None:
 
 
 def count_params(model: Path) -> int:
-    from mbuild.analyze import onnx_params
+    """Parameters of the model, counting weights held in ``Constant`` nodes and subgraphs too."""
+    import tempfile
 
-    return onnx_params(model)
+    from mbuild.analyze import onnx_params
+    from mbuild.sources.onnx_prepare import prepare_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "params.onnx"
+        prepare_onnx(model, prepared, None, min_opset=0, simplify=False, safe_names=False)
+        return onnx_params(prepared)
 
 
 def versions() -> dict[str, str]:

@@ -41,6 +41,36 @@ def _fb():
     return flatbuffer_utils
 
 
+def ensure_signature(path: Path) -> bool:
+    """Give a signature-less .tflite a 'serving_default' signature over its subgraph's inputs and outputs.
+
+    onnx2tf sometimes writes no SignatureDef; ai-edge-quantizer calibrates through signatures and the
+    interpreter's signature runner is how apps address tensors by name. Returns True when one was added.
+    """
+    fb = _fb()
+    model = read_model(path.read_bytes())
+    if model.signatureDefs:
+        return False
+    schema = fb.schema_fb
+    sg = model.subgraphs[0]
+
+    def tensor_map(index: int):
+        entry = schema.TensorMapT()
+        name = sg.tensors[index].name
+        entry.name = name.decode() if isinstance(name, bytes) else name
+        entry.tensorIndex = index
+        return entry
+
+    sig = schema.SignatureDefT()
+    sig.signatureKey = "serving_default"
+    sig.subgraphIndex = 0
+    sig.inputs = [tensor_map(i) for i in sg.inputs]
+    sig.outputs = [tensor_map(i) for i in sg.outputs]
+    model.signatureDefs = [sig]
+    path.write_bytes(bytes(fb.convert_object_to_bytearray(model)))
+    return True
+
+
 def read_model(data: bytes):
     """The flatbuffer as LiteRT's object API (``ModelT``)."""
     return _fb().read_model_from_bytearray(bytearray(data))

@@ -114,6 +114,9 @@ class TFLiteRuntime(Runtime):
         float_path = ctx.work_dir / "float.tflite"
         converted = {"pytorch": conv.convert_pytorch, "onnx": conv.convert_onnx,
                      "tensorflow": conv.convert_tensorflow}[kind](ctx, float_path)
+        if fbm.ensure_signature(float_path):
+            converted.setdefault("graph_preparation", []).append(
+                "the converter wrote no signature; added 'serving_default' over the model's inputs and outputs")
         reference = ctx.reference_outputs()
         shapes = {n: tuple(r.shape[1:]) for n, r in reference.items()}
         float_plan = plan_io(interpreter(float_path), ctx.manifest, shapes)

@@ -31,9 +31,22 @@ def tensor_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
     }
 
 
+MAX_CHANNELS = 256
+
+
 def channel_axis(shape: tuple[int, ...]) -> int | None:
-    """The axis (of a [samples, ...] array) most likely to hold channels: the smallest one longer than 1."""
-    dims = [(size, axis) for axis, size in enumerate(shape) if axis > 0 and 1 < size <= 4096]
+    """The channel axis of a [samples, ...] output, or None when it has none worth splitting.
+
+    Candidates are the first and the last axis of each sample ([N, C] logits, [1, 84, 8400] or
+    [1, 8400, 84] detector heads); the shorter one with 2..256 entries wins. Spatial maps such as
+    [1, 1, H, W] have no channel axis (per-row SNR of a probability map means nothing).
+    """
+    per_sample = len(shape) - 1
+    if per_sample < 1:
+        return None
+    first = 1 if per_sample == 1 else 2  # skip the batch axis of [N, ...] outputs
+    candidates = {first, len(shape) - 1}
+    dims = [(shape[a], a) for a in candidates if 1 < shape[a] <= MAX_CHANNELS]
     return min(dims)[1] if dims else None
 
 
