@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-
 from model import DigitsCNN
 
 HERE = Path(__file__).resolve().parent

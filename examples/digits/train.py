@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from model import DigitsCNN
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
-
-from model import DigitsCNN
 
 HERE = Path(__file__).resolve().parent
 SEED = 0

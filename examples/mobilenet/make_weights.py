@@ -8,9 +8,8 @@ eval mode stay in a sane range (quantization and parity checks need that).
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from model import MobileNetV2Small
+from torch import nn
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
