@@ -80,7 +80,8 @@ def format_bundle(doc: dict) -> str:
             cos = f"cos {m['cosine']:.5f}" if "cosine" in m else ""
             why = "; ".join(a.get("failures", [])) or a.get("reason", "")
             excl = f" float: {', '.join(a['excluded'])}" if a.get("excluded") else ""
-            lines.append(f"  {a['recipe']:<14} {a['status']:<8} {size:>9}  {cos}{excl}  {why}".rstrip())
+            speed = f"  {a['host_median_ms']:.3f} ms on host" if a.get("host_median_ms") is not None else ""
+            lines.append(f"  {a['recipe']:<14} {a['status']:<8} {size:>9}  {cos}{speed}{excl}  {why}".rstrip())
     sel = doc["selection"]
     lines.append("")
     lines.append(f"selection order: {' > '.join(sel['order'])}; fallback: {sel['fallback']}")

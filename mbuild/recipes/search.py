@@ -22,11 +22,19 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
+# recipe: auto keeps the smallest passing variant, unless one at most SIZE_SLACK larger runs at least
+# SPEEDUP times faster on the build host (a wide margin, so that timing noise cannot flip the choice).
+SIZE_SLACK = 0.10
+SPEEDUP = 1.5
+
+
 def _evaluate(manifest: "Manifest", target_name: str, staging: Path, record: dict) -> dict:
     from mbuild.steps import check_variant, make_context
 
     ctx = make_context(manifest, target_name, staging, recipe_name=record["recipe"])
-    validation = check_variant(ctx, record, measure=False)["validation"]
+    report = check_variant(ctx, record, measure=False)
+    validation = report["validation"]
+    validation["host_median_ms"] = (report.get("latency") or {}).get("median_ms")
     return validation
 
 
@@ -35,7 +43,7 @@ def _summary(record: dict, validation: dict) -> dict:
     return {"recipe": record["recipe"], "size_bytes": record["size_bytes"],
             "quantization": record["quantization"].get("summary"),
             "excluded": record["quantization"].get("excluded", []),
-            "status": validation["status"], "metrics": metrics,
+            "status": validation["status"], "metrics": metrics, "host_median_ms": validation.get("host_median_ms"),
             "failures": [f["message"] for f in validation.get("failures", [])]}
 
 
@@ -52,7 +60,7 @@ def build_searched_variant(manifest: "Manifest", target_name: str, parent: Path)
     runtime = get_runtime(target.runtime)
     from mbuild.recipes import recipe_features
 
-    attempts, kept = [], None
+    attempts, passing = [], []
     for name in candidates:
         if recipe_features(manifest.recipes[name]) - runtime.features:
             attempts.append({"recipe": name, "status": "refused", "reason": f"not offered by {runtime.name}"})
@@ -68,21 +76,36 @@ def build_searched_variant(manifest: "Manifest", target_name: str, parent: Path)
         if sub:
             entry["exclude_search"] = sub
         attempts.append(entry)
-        if validation["status"] == "passed" and (kept is None or record["size_bytes"] < kept[1]["size_bytes"]):
-            if kept:
-                shutil.rmtree(kept[0], ignore_errors=True)
-            kept = (staging, record)
+        if validation["status"] == "passed":
+            passing.append((staging, record, entry))
         else:
             shutil.rmtree(staging, ignore_errors=True)
-    if kept is None:
+    if not passing:
         lines = "; ".join(f"{a['recipe']}: {a['status']} ({'; '.join(a.get('failures', [])) or a.get('reason', '')})"
                           for a in attempts)
         raise BuildError(f"recipe: auto found no candidate that passes the tolerance: {lines}")
-    staging, record = kept
+    kept = _choose(passing)
+    for staging, _, _ in passing:
+        if staging != kept[0]:
+            shutil.rmtree(staging, ignore_errors=True)
+    staging, record, _ = kept
     record["search"] = {"kind": "recipe: auto", "chosen": record["recipe"],
-                        "rule": "smallest variant whose validation passes", "attempts": attempts}
+                        "rule": f"smallest variant that passes, unless one at most {SIZE_SLACK:.0%} larger runs "
+                                f"{SPEEDUP}x faster or more on the build host", "attempts": attempts}
     write_json_atomic(staging / "variant.json", record)
     return staging
+
+
+def _choose(passing: list[tuple]) -> tuple:
+    """Smallest passing variant, or a near-smallest one that is faster (dynamic int8 is often slower than fp32)."""
+    smallest = min(passing, key=lambda p: p[1]["size_bytes"])
+    base_ms = smallest[2].get("host_median_ms")
+    near = [p for p in passing if p[1]["size_bytes"] <= smallest[1]["size_bytes"] * (1 + SIZE_SLACK)
+            and p[2].get("host_median_ms") is not None]
+    if base_ms is None or not near:
+        return smallest
+    fastest = min(near, key=lambda p: (p[2]["host_median_ms"], p[1]["size_bytes"]))
+    return fastest if fastest[2]["host_median_ms"] * SPEEDUP <= base_ms else smallest
 
 
 def _build_recipe(manifest: "Manifest", target_name: str, parent: Path, recipe_name: str):

@@ -139,3 +139,16 @@ def test_clean_builds_of_every_runtime_are_byte_identical(digits_full_project, t
     other = make_project(tmp_path / "second-checkout", {"digits.yaml": (REPO / "manifests" / "digits.yaml").read_text()})
     run_doit(other, check=True, timeout=1500)
     assert (other / BUNDLE).read_bytes() == (digits_full_project / BUNDLE).read_bytes()
+
+
+def test_recipe_auto_records_every_candidate(digits):
+    project, _, v = digits
+    search = v["cpu-auto"]["recipe_search"]
+    assert search["kind"] == "recipe: auto" and search["chosen"] == v["cpu-auto"]["recipe"]
+    attempts = {a["recipe"]: a for a in search["attempts"]}
+    assert set(attempts) == {"int8", "int8-dyn", "fp16", "fp32"}
+    for a in attempts.values():
+        assert a["status"] == "passed" and a["size_bytes"] > 0 and a["metrics"]["logits"]["cosine"] > 0.99
+    assert attempts[search["chosen"]]["size_bytes"] <= 1.1 * min(a["size_bytes"] for a in attempts.values())
+    out = run_mbuild("inspect", str(project / BUNDLE)).stdout
+    assert "recipe: auto search chose" in out and all(name in out for name in attempts)
