@@ -30,22 +30,24 @@ def onnx_flops(path: Path, shapes: dict[str, tuple[int, ...]]) -> int | None:
     return int(2 * macs) or None  # 0 means onnx-tool could not see the work (e.g. inside If/Loop): unknown
 
 
+def iter_graphs(graph):
+    """An ONNX graph and every subgraph (If/Loop/Scan bodies) inside it."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == attr.GRAPH:
+                yield from iter_graphs(attr.g)
+            elif attr.type == attr.GRAPHS:
+                for sub in attr.graphs:
+                    yield from iter_graphs(sub)
+
+
 def onnx_params(path: Path) -> int:
     """Elements of every initializer, subgraphs (If/Loop bodies) included."""
     import onnx
 
-    def graphs(g):
-        yield g
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.type == attr.GRAPH:
-                    yield from graphs(attr.g)
-                elif attr.type == attr.GRAPHS:
-                    for sub in attr.graphs:
-                        yield from graphs(sub)
-
     model = onnx.load(str(path))
-    return int(sum(int(np.prod(i.dims)) for g in graphs(model.graph) for i in g.initializer))
+    return int(sum(int(np.prod(i.dims)) for g in iter_graphs(model.graph) for i in g.initializer))
 
 
 def memory_estimate(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict:

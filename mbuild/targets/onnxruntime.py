@@ -335,18 +335,6 @@ def _producers_of(graph, tensors: set[str]) -> list[str]:
     return names
 
 
-def _graphs(graph):
-    """The graph and every subgraph (If/Loop/Scan bodies) inside it."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == attr.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == attr.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
-
-
 def onnx_weight_tensors(path: Path):
     """Weight initializers (subgraphs included) with storage type and consuming op (through DequantizeLinear).
 
@@ -356,10 +344,11 @@ def onnx_weight_tensors(path: Path):
     import onnx
     from onnx import helper, numpy_helper
 
+    from mbuild.analyze import iter_graphs
     from mbuild.recipes.audit import WeightTensor
 
     model = onnx.load(str(path))
-    graphs = list(_graphs(model.graph))
+    graphs = list(iter_graphs(model.graph))
     consumers: dict[str, list] = {}
     for g in graphs:
         for node in g.node:
