@@ -135,7 +135,26 @@ def cmd_select(args) -> int:
     print(sel.explanation)
     for vid, reason in sel.reasons_rejected:
         print(f"  rejected {vid}: {reason}")
+    if args.device:
+        print(_capacity_line(Path(args.bundle), sel.variant_id, args.device))
     return 0
+
+
+def _capacity_line(bundle_path: Path, variant_id: str, device_id: str) -> str:
+    """The back-of-the-envelope estimate for the chosen variant on that device, with its assumptions."""
+    from mbuild.bundle.verify import read_bundle_json
+
+    variant = next(v for v in read_bundle_json(bundle_path)["variants"] if v["id"] == variant_id)
+    est = (variant.get("capacity") or {}).get(device_id)
+    if not est:
+        return "capacity estimate: none for this device in the bundle"
+    a = est["assumptions"]
+    basis = f"{est['accelerator']} peak {est['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s" if est.get("peak_flops_per_s") else ""
+    if est.get("latency_ms") is None:
+        return f"capacity estimate: unknown ({est.get('reason')})"
+    return (f"capacity estimate (an estimate, not a measurement): {est['latency_ms']:.3f} ms, {est['fps']:,.0f} fps, "
+            f"{est['networks_per_frame']} such networks per {1000 / a['fps']:.1f} ms frame; {basis}, "
+            f"efficiency {a['efficiency']}, derating {a['derating']} ({est['formula']})")
 
 
 def cmd_export(args) -> int:
