@@ -124,12 +124,21 @@ def variant_entry(manifest, name, record, report, source, stored) -> dict:
         "converters": record.get("versions", {}),
     }
     if record.get("search"):
-        entry["recipe_search"] = record["search"]
+        entry["recipe_search"] = _without_timings(record["search"])
     from mbuild.devices import load_devices
     from mbuild.devices.capacity import estimate_variant
 
     entry["capacity"] = estimate_variant(entry, load_devices(), manifest.capacity)
     return entry
+
+
+def _without_timings(value):
+    """The search record minus host timings: measured latency stays out of the reproducible bundle."""
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k != "host_median_ms"}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
 
 
 def bundle_document(manifest: "Manifest", source: dict, variants: list[dict]) -> dict:

@@ -138,6 +138,10 @@ def test_clean_builds_of_every_runtime_are_byte_identical(digits_full_project, t
 
     other = make_project(tmp_path / "second-checkout", {"digits.yaml": (REPO / "manifests" / "digits.yaml").read_text()})
     run_doit(other, check=True, timeout=1500)
+    with zipfile.ZipFile(other / BUNDLE) as a, zipfile.ZipFile(digits_full_project / BUNDLE) as b:
+        assert a.namelist() == b.namelist()
+        differing = [n for n in a.namelist() if a.read(n) != b.read(n)]
+    assert differing == [], f"entries that differ between two clean builds: {differing}"
     assert (other / BUNDLE).read_bytes() == (digits_full_project / BUNDLE).read_bytes()
 
 
