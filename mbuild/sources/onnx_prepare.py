@@ -158,10 +158,19 @@ def _simplify(model_ref: list) -> list[str]:
 
 
 def _safe_names(graph) -> list[str]:
-    """Rename nodes and inner tensors whose names hold characters some converters reject."""
+    """Rename nodes and inner tensors whose names hold characters some converters reject.
+
+    Subgraphs (If/Loop bodies) read outer tensors by name, so renames apply to every graph at once;
+    only the model's own inputs and outputs keep their names (the manifest's contract).
+    """
+    from mbuild.analyze import iter_graphs
+
+    graphs = list(iter_graphs(graph))
     io_names = {v.name for v in list(graph.input) + list(graph.output)}
-    taken = {n.name for n in graph.node} | {t for n in graph.node for t in list(n.input) + list(n.output)}
-    taken |= {i.name for i in graph.initializer}
+    taken: set[str] = set()
+    for g in graphs:
+        taken |= {n.name for n in g.node} | {t for n in g.node for t in list(n.input) + list(n.output)}
+        taken |= {i.name for i in g.initializer} | {v.name for v in list(g.input) + list(g.output)}
     renames: dict[str, str] = {}
 
     def fresh(name: str) -> str:
@@ -177,19 +186,20 @@ def _safe_names(graph) -> list[str]:
             renames[name] = fresh(name)
     if not renames:
         return []
-    for node in graph.node:
-        if node.name in renames:
-            node.name = renames[node.name]
-        for i, t in enumerate(node.input):
-            if t in renames:
-                node.input[i] = renames[t]
-        for i, t in enumerate(node.output):
-            if t in renames:
-                node.output[i] = renames[t]
-    for init in graph.initializer:
-        if init.name in renames:
-            init.name = renames[init.name]
-    for vi in graph.value_info:
-        if vi.name in renames:
-            vi.name = renames[vi.name]
+    for g in graphs:
+        for node in g.node:
+            if node.name in renames:
+                node.name = renames[node.name]
+            for i, t in enumerate(node.input):
+                if t in renames:
+                    node.input[i] = renames[t]
+            for i, t in enumerate(node.output):
+                if t in renames:
+                    node.output[i] = renames[t]
+        values = list(g.initializer) + list(g.value_info)
+        if g is not graph:  # a subgraph's formal inputs/outputs are inner names too
+            values += list(g.input) + list(g.output)
+        for v in values:
+            if v.name in renames:
+                v.name = renames[v.name]
     return [f"renamed {len(renames)} node/tensor name(s) with characters converters reject (e.g. '/', '@', ':')"]
