@@ -95,5 +95,19 @@ def tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def dist_version(dist: str, missing: str = "not installed") -> str:
+    """Installed version of a distribution (cheap: reads metadata, imports nothing)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return missing
+
+
+def dist_versions(dists) -> dict[str, str]:
+    return {d: dist_version(d) for d in dists}
+
+
 def digest(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()

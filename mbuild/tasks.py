@@ -7,13 +7,13 @@ versions of the converters it calls - never on the whole manifest file.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbuild import __version__
+from mbuild._io import dist_versions
 from mbuild.errors import ManifestError, MbuildError
 from mbuild.layout import layout_for
 from mbuild.manifest import load_manifest
@@ -28,16 +28,6 @@ DOIT_CONFIG = {
     # release: needs a decision (and maybe a key), so a plain `doit` never runs it; name it: `doit release`
     "default_tasks": ["source", "variant", "check", "bundle", "manifest"],
 }
-
-
-def _versions(dists) -> dict[str, str]:
-    out = {}
-    for d in dists:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = "not installed"
-    return out
 
 
 def _code_digest() -> str:
@@ -81,7 +71,7 @@ def source_task(m: Manifest) -> dict:
     lay = layout_for(m)
     sets = used_datasets(m)
     deps = {"source": m.part("source", "inputs", "outputs"), "data": {s: m.raw.get("data", {}).get(s) for s in sets},
-            "mbuild": __version__, "versions": _versions(_SOURCE_DISTS[m.source.kind])}
+            "mbuild": __version__, "versions": dist_versions(_SOURCE_DISTS[m.source.kind])}
     return {
         "name": m.name,
         "doc": f"reference outputs, data and canonical ONNX for {m.name}",

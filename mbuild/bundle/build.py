@@ -15,8 +15,6 @@ from mbuild.layout import layout_for
 if TYPE_CHECKING:  # pragma: no cover
     from mbuild.manifest.model import Manifest
 
-SELECTION_FALLBACK_RUNTIME = "onnxruntime"
-
 
 def gather(manifest: "Manifest") -> tuple[list[dict], list[str]]:
     """Variant records with their check reports; problems for required targets missing or failed."""

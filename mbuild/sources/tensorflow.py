@@ -287,15 +287,9 @@ def count_params(model: TFModel) -> int:
 
 
 def versions() -> dict[str, str]:
-    import importlib.metadata as md
+    from mbuild._io import dist_versions
 
-    out = {}
-    for dist in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
+    return dist_versions(("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"))
 
 
 def _short(e: BaseException, limit: int = 600) -> str:

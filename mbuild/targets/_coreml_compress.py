@@ -5,7 +5,6 @@ refuse an impossible target before coremltools is imported.
 """
 from __future__ import annotations
 
-import importlib.metadata
 from typing import TYPE_CHECKING
 
 from mbuild.errors import BuildError
@@ -143,7 +142,6 @@ def requested_weights(recipe: RecipeConfig) -> str | None:
 
 
 def _version() -> str:
-    try:
-        return importlib.metadata.version("coremltools")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        return "unknown"
+    from mbuild._io import dist_version
+
+    return dist_version("coremltools", missing="unknown")

@@ -7,7 +7,6 @@ differ. The runtime string starts with ``proxy:`` so reports keep it apart from 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import io
 import logging
 from pathlib import Path
@@ -64,7 +63,6 @@ def fp16_copy(src: Path, dst: Path) -> tuple[Path, str]:
 
 
 def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        return "unknown"
+    from mbuild._io import dist_version
+
+    return dist_version(dist, missing="unknown")

@@ -179,9 +179,6 @@ def _main_activation(acts: dict[str, int]) -> str:
 
 
 def _version(dist: str) -> str:
-    import importlib.metadata as md
+    from mbuild._io import dist_version
 
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return "not installed"
+    return dist_version(dist)

@@ -20,7 +20,6 @@ Example::
 """
 from __future__ import annotations
 
-import importlib.metadata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,13 +147,9 @@ class Runtime(ABC):
 
     def versions(self) -> dict[str, str]:
         """Installed versions of the converters this runtime calls (for task digests and bundle.json)."""
-        out = {}
-        for dist in self.packages:
-            try:
-                out[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                out[dist] = "not installed"
-        return out
+        from mbuild._io import dist_versions
+
+        return dist_versions(self.packages)
 
     @abstractmethod
     def convert(self, ctx: BuildContext) -> Variant:

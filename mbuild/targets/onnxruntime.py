@@ -419,12 +419,9 @@ def _quiet():
 
 
 def _version(dist: str) -> str:
-    import importlib.metadata as md
+    from mbuild._io import dist_version
 
-    try:
-        return md.version(dist)
-    except md.PackageNotFoundError:
-        return "unknown"
+    return dist_version(dist, missing="unknown")
 
 
 _ORT_SCRIPT = """

@@ -9,7 +9,6 @@ in the .tflite as an ``mbuild`` metadata entry, which ``run`` reads back.
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
 import logging
 import shutil
 from dataclasses import dataclass, fields
@@ -231,7 +230,6 @@ class TFLiteRuntime(Runtime):
 
 
 def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    from mbuild._io import dist_version
+
+    return dist_version(dist)
