@@ -48,7 +48,7 @@ def acquire(state_dir: Path) -> Path | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        holder = _read_holder(fd)
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise BuildLockedError(f"another build is running in this project (pid {holder}); wait for it to "
@@ -59,6 +59,18 @@ def acquire(state_dir: Path) -> Path | None:
     _held[path] = fd
     os.environ[LOCK_ENV] = str(path)
     return path
+
+
+def _read_holder(fd: int, wait_s: float = 2.0) -> str:
+    """The holder's pid, waiting briefly: it takes the lock a moment before it writes its pid."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() >= deadline:
+            return holder or "?"
+        time.sleep(0.02)
 
 
 def release(path: Path | None) -> None:
