@@ -53,7 +53,7 @@ def quantize(ctx, float_path: Path, dst: Path, plan: dict, io_type: str) -> dict
         if qz.need_calibration:
             data = ctx.calibration_inputs()
             samples = len(next(iter(data.values())))
-            calibration = _calibrate(qz, data, plan)
+            calibration = _calibrate(qz, float_path.read_bytes(), data, plan)
         with quiet():
             result = qz.quantize(calibration, enable_progress_report=False)
     except BuildError:
@@ -117,8 +117,17 @@ def _exclude(qz, ctx, q, qtyping, algos) -> None:
                                           algorithm_key=no_q)
 
 
-def _calibrate(qz, data: dict[str, np.ndarray], plan: dict):
-    """AEQ calibration over every sample, fed in the model's own layout and names."""
+def _calibrate(qz, float_model: bytes, data: dict[str, np.ndarray], plan: dict):
+    """Global min/max over every sample, fed in the model's own layout and names.
+
+    ``Quantizer.calibrate`` keeps an exponential moving average of each tensor's min/max
+    (weight 0.95 on the past), so samples seen late or rarely are clipped; on FER's
+    classifier that cost 0.05 cosine against a true min/max. The recipe says ``minmax``,
+    so the calibrator is given AEQ's own running min/max update instead.
+    """
+    from ai_edge_quantizer import calibrator, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
     count = len(next(iter(data.values())))
     samples = []
     for i in range(count):
@@ -127,8 +136,12 @@ def _calibrate(qz, data: dict[str, np.ndarray], plan: dict):
             x = np.asarray(data[e["name"]][i], dtype=np.dtype(e["dtype"]))
             feed[e["key"]] = np.ascontiguousarray(np.transpose(x, e["perm"]) if e["perm"] else x)
         samples.append(feed)
+    recipes = recipe_manager.RecipeManager()
+    recipes.load_quantization_recipe(qz.get_quantization_recipe())
     with quiet():
-        return qz.calibrate({plan["signature"] or "serving_default": samples}, num_threads=2)
+        calib = calibrator.Calibrator(float_model, num_threads=2, qsv_update_func=qsv_utils.min_max_update)
+        calib.calibrate({plan["signature"] or "serving_default": samples}, recipes)
+    return calib.get_model_qsvs()
 
 
 def describe(ctx, path: Path, facts: dict, io_type: str) -> dict:

@@ -262,3 +262,26 @@ def test_requirements_and_refusals():
     with pytest.raises(ValueError, match="above max_api"):
         rt.parse_options(TargetConfig(name="b", runtime="tflite", recipe="x",
                                       options={"delegate": "nnapi", "min_api": 33, "max_api": 30}))
+
+
+def test_calibration_keeps_the_global_min_max():
+    """AEQ's default calibration averages min/max over samples; a rare wide sample must still set the range."""
+    import keras
+    import tensorflow as tf
+
+    from mbuild.targets._tflite_quant import _aeq, _calibrate
+
+    model = keras.Sequential([keras.Input((16,), batch_size=1, name="x"), keras.layers.Dense(8, activation="relu")])
+    float_model = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    signature, runner = next(iter(tf.lite.Interpreter(model_content=float_model).get_signature_list().items()))
+    rng = np.random.default_rng(0)
+    calib = rng.uniform(-0.1, 0.1, (32, 1, 16)).astype(np.float32)
+    calib[-1] *= 10  # the one wide sample comes last, where a moving average would weigh it 5%
+    quantizer, qtyping, _ = _aeq()
+    qz = quantizer.Quantizer(float_model)
+    qz.add_static_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, 8, 8)
+    plan = {"signature": signature, "inputs": [{"name": "x", "key": runner["inputs"][0], "dtype": "float32",
+                                                "perm": None}]}
+    qsvs = _calibrate(qz, float_model, {"x": calib}, plan)
+    ranges = {name: (float(np.min(q["min"])), float(np.max(q["max"]))) for name, q in qsvs.items() if "min" in q}
+    assert (float(calib.min()), float(calib.max())) in [pytest.approx(r, rel=1e-6) for r in ranges.values()], ranges
