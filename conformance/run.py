@@ -2,8 +2,9 @@
 
 The conformance folder is its own mbuild project (its own dodo.py, build/, dist/ and .mbuild/),
 so nothing mixes with the main project's builds. A cell is what this build measured: validated
-(key metric), built but not run here (skipped, with the reason), refused before building (the
-reason ``mbuild validate`` gives) or failed (the one-line message of the failing step).
+(key metric), built but not run here (skipped, with the reason), refused (before building, with
+the reason ``mbuild validate`` gives, or by the quantization audit) or failed (the one-line
+message of the failing step).
 """
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def cell(m, target: str, errors: dict[str, str]) -> tuple[str, str]:
     for step in ("source", "variant", "check"):
         key = f"{step}:{m.name}" if step == "source" else f"{step}:{m.name}/{target}"
         if key in errors and not (step == "check" and "failed its tolerance" in errors[key]):
+            if errors[key].startswith("quantization audit:"):  # mbuild's own gate, not a converter crash
+                return "refused", f"refused at {step}: {errors[key]}"
             return "failed", f"failed at {step}: {errors[key]}"
     if not lay.report_json(target).exists():
         return "failed", "not built (see work/doit.log)"
@@ -193,7 +196,9 @@ XNNPACK; `android-gpu` LiteRT fp16; `android-nnapi` LiteRT int8 static W8A8 (ai-
 reference, top-1 agreement for classification outputs, artifact size and the median host latency.
 Tolerances: mbuild's defaults for float variants (cosine >= 0.999, per-channel SNR >= 25 dB) and
 cosine >= 0.98, per-channel SNR >= 8 dB (top-1 agreement >= 0.9 for classifiers) for int8; "out of tolerance"
-is a measured result with the numbers that missed, not a crash. "failed" names the step and the converter's
+is a measured result with the numbers that missed, not a crash. "refused" is mbuild's own decision: the
+combination cannot be built (`mbuild validate`), or the quantization audit found weights the quantizer left in
+float and the recipe does not allow a partial result. "failed" names the step and the converter's
 own message (for onnx2tf: the ONNX node and op type it failed on); the full converter log stays in the build
 folder.
 
