@@ -2,8 +2,9 @@
 
 Converters and quantizers exit 0 on graphs they do not really understand: weights held
 in ``Constant`` nodes are skipped by quantizers, symbolic shapes make onnx2tf guess, old
-opsets rule out per-channel QDQ, and some converters reject names with ``/`` or ``@``.
-Each fix applied is returned as a sentence for the variant's report.
+opsets rule out per-channel QDQ, some converters reject names with ``/`` or ``@``, and
+onnx2tf fails on recurrent ops it maps onto Keras RNN layers (those can be unrolled, see
+``onnx_recurrent``). Each fix applied is returned as a sentence for the variant's report.
 """
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
-                 min_opset: int = 13, simplify: bool = True, safe_names: bool = True) -> list[str]:
-    """Write a prepared copy of ``src`` to ``dst``; return the changes made."""
+                 min_opset: int = 13, simplify: bool = True, safe_names: bool = True,
+                 lower_recurrent: bool = False) -> list[str]:
+    """Write a prepared copy of ``src`` to ``dst``; return the changes made.
+
+    ``lower_recurrent`` unrolls LSTM/GRU/RNN nodes with a static sequence length into primitive ops.
+    """
     import onnx
 
     model = onnx.load(str(src))
@@ -41,6 +46,10 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str, tuple[int, ...]] 
         changes += _constants_to_initializers(model.graph)
     if safe_names:
         changes += _safe_names(model.graph)
+    if lower_recurrent:
+        from mbuild.sources.onnx_recurrent import lower_recurrent as lower
+
+        changes += lower(model)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # noqa: BLE001 - shape inference is best effort
