@@ -18,10 +18,11 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
                  min_opset: int = 13, simplify: bool = True, safe_names: bool = True,
-                 lower_recurrent: bool = False) -> list[str]:
+                 for_onnx2tf: bool = False) -> list[str]:
     """Write a prepared copy of ``src`` to ``dst``; return the changes made.
 
-    ``lower_recurrent`` unrolls LSTM/GRU/RNN nodes with a static sequence length into primitive ops.
+    ``for_onnx2tf`` also unrolls LSTM/GRU/RNN nodes with a static sequence length into primitive
+    ops and drops Slice axes that keep everything: onnx2tf mis-converts both and exits 0.
     """
     import onnx
 
@@ -46,10 +47,11 @@ def prepare_onnx(src: Path, dst: Path, input_shapes: dict[str, tuple[int, ...]] 
         changes += _constants_to_initializers(model.graph)
     if safe_names:
         changes += _safe_names(model.graph)
-    if lower_recurrent:
-        from mbuild.sources.onnx_recurrent import lower_recurrent as lower
+    if for_onnx2tf:
+        from mbuild.sources.onnx_recurrent import lower_recurrent
 
-        changes += lower(model)
+        changes += lower_recurrent(model)
+        changes += _trim_slices(model.graph)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # noqa: BLE001 - shape inference is best effort
@@ -121,6 +123,56 @@ def _move_constants(graph) -> int:
         del graph.node[:]
         graph.node.extend(kept)
     return moved
+
+
+def _trim_slices(graph) -> list[str]:
+    """Drop Slice axes that keep everything (start 0, end past the end, step 1), here and in subgraphs.
+
+    onnxslim merges neighbouring Slices into one with such axes; onnx2tf then cuts the wrong
+    axis of the merged Slice and exits 0 with an empty tensor (Silero VAD's STFT).
+    """
+    trimmed = _trim_slices_in(graph, {})
+    return [f"dropped axes that keep everything from {trimmed} Slice node(s)"] if trimmed else []
+
+
+def _trim_slices_in(graph, outer: dict) -> int:
+    from onnx import numpy_helper
+
+    np = _np()
+    consts = {**outer, **{i.name: i for i in graph.initializer}}
+    trimmed = 0
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == attr.GRAPH else list(attr.graphs)):
+                trimmed += _trim_slices_in(sub, consts)
+        if node.op_type != "Slice" or node.domain not in ("", "ai.onnx") or len(node.input) < 3:
+            continue
+        names = list(node.input[1:]) + [""] * (5 - len(node.input))
+        if any(n and n not in consts for n in names):
+            continue
+        starts, ends = (numpy_helper.to_array(consts[n]).astype(np.int64) for n in names[:2])
+        axes = numpy_helper.to_array(consts[names[2]]) if names[2] else np.arange(len(starts))
+        steps = numpy_helper.to_array(consts[names[3]]) if names[3] else np.ones_like(starts)
+        keep = [k for k in range(len(starts)) if not (starts[k] == 0 and ends[k] >= 2**31 - 1 and steps[k] == 1)]
+        if len(keep) == len(starts):
+            continue
+        trimmed += 1
+        if not keep:
+            node.op_type = "Identity"
+            del node.input[1:]
+            continue
+        new_inputs = []
+        for tag, values in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps)):
+            name = f"{node.output[0]}_{tag}"
+            while name in consts:
+                name += "_"
+            tensor = numpy_helper.from_array(np.asarray(values)[keep].astype(np.int64), name)
+            graph.initializer.append(tensor)
+            consts[name] = tensor
+            new_inputs.append(tensor.name)
+        del node.input[1:]
+        node.input.extend(new_inputs)
+    return trimmed
 
 
 def _np():

@@ -69,7 +69,7 @@ def convert_onnx(ctx, dst: Path) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     shapes = {n: s.shape for n, s in ctx.manifest.inputs.items()}
-    notes = prepare_onnx(ctx.canonical_onnx, folder / "model.onnx", shapes, lower_recurrent=True)
+    notes = prepare_onnx(ctx.canonical_onnx, folder / "model.onnx", shapes, for_onnx2tf=True)
     sample = _write_sample_images(ctx, folder)
     cmd = [sys.executable, "-m", "onnx2tf", "-i", "model.onnx", "-o", "out", "-nuo", "-n"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")

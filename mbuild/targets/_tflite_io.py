@@ -81,15 +81,44 @@ def layout_perm(declared: tuple[int, ...], actual: tuple[int, ...]) -> list[int]
                      f"nor its channels-last form")
 
 
+def only_unit_dims_differ(declared: tuple[int, ...], actual: tuple[int, ...]) -> bool:
+    """True when the shapes hold the same elements in the same memory order ([] vs [1], [2,1,128] vs [1,2,128])."""
+    return [d for d in declared if d != 1] == [a for a in actual if a != 1]
+
+
 def _entry(name: str, key: str, d: dict, declared: tuple[int, ...]) -> dict:
     shape = tuple(int(s) for s in d["shape"])
     scale, zero = d.get("quantization", (0.0, 0))
     dtype = np.dtype(d["dtype"]).name
+    try:
+        perm, reshape = layout_perm(declared, shape), False
+    except BuildError:
+        if not only_unit_dims_differ(declared, shape):  # onnx2tf adds or moves size-1 axes (scalars become [1])
+            raise
+        perm, reshape = None, True
     entry = {"name": name, "key": key, "tensor": d["name"], "shape": list(shape), "declared_shape": list(declared),
-             "dtype": dtype, "perm": layout_perm(declared, shape)}
+             "dtype": dtype, "perm": perm}
+    if reshape:
+        entry["reshape"] = True
     if dtype in ("int8", "uint8", "int16") and scale:
         entry["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
     return entry
+
+
+def to_model_layout(x: np.ndarray, e: dict) -> np.ndarray:
+    """One sample in the declared layout -> the layout of the model's tensor."""
+    if e["perm"]:
+        x = np.transpose(x, e["perm"])
+    if e.get("reshape"):
+        x = np.reshape(x, e["shape"])
+    return x
+
+
+def from_model_layout(y: np.ndarray, e: dict) -> np.ndarray:
+    """One output of the model -> the declared layout."""
+    if e.get("reshape"):
+        return np.reshape(y, e["declared_shape"])
+    return np.transpose(y, np.argsort(e["perm"])) if e["perm"] else y
 
 
 def plan_io(interp, manifest, output_shapes: dict[str, tuple[int, ...]]) -> dict:
@@ -112,6 +141,9 @@ def layout_changes(plan: dict) -> list[dict]:
                 rank = len(e["perm"])
                 src, dst = _LAYOUTS.get(rank, ("declared", "permuted"))
                 changes.append({"tensor": e["name"], "side": side[:-1], "from": src, "to": dst, "perm": e["perm"]})
+            elif e.get("reshape"):  # same bytes, other shape: an app feeds its buffer unchanged
+                changes.append({"tensor": e["name"], "side": side[:-1], "from": e["declared_shape"],
+                                "to": e["shape"], "reshape": True})
     return changes
 
 
@@ -127,10 +159,7 @@ class Runner:
         """Sample ``i`` of every input, laid out and typed as the model wants it."""
         feed = {}
         for e in self.plan["inputs"]:
-            x = np.asarray(inputs[e["name"]][i])
-            if e["perm"]:
-                x = np.transpose(x, e["perm"])
-            feed[e["key"]] = _to_model_dtype(x, e)
+            feed[e["key"]] = _to_model_dtype(to_model_layout(np.asarray(inputs[e["name"]][i]), e), e)
         return feed
 
     def invoke(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -143,10 +172,7 @@ class Runner:
             result = {e["key"]: self.interp.get_tensor(self._index(e)) for e in self.plan["outputs"]}
         out = {}
         for e in self.plan["outputs"]:
-            y = _from_model_dtype(np.asarray(result[e["key"]]), e)
-            if e["perm"]:
-                y = np.transpose(y, np.argsort(e["perm"]))
-            out[e["name"]] = y
+            out[e["name"]] = from_model_layout(_from_model_dtype(np.asarray(result[e["key"]]), e), e)
         return out
 
     def _index(self, e: dict) -> int:

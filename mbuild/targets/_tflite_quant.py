@@ -128,13 +128,15 @@ def _calibrate(qz, float_model: bytes, data: dict[str, np.ndarray], plan: dict):
     from ai_edge_quantizer import calibrator, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
+    from mbuild.targets._tflite_io import to_model_layout
+
     count = len(next(iter(data.values())))
     samples = []
     for i in range(count):
         feed = {}
         for e in plan["inputs"]:
             x = np.asarray(data[e["name"]][i], dtype=np.dtype(e["dtype"]))
-            feed[e["key"]] = np.ascontiguousarray(np.transpose(x, e["perm"]) if e["perm"] else x)
+            feed[e["key"]] = np.ascontiguousarray(to_model_layout(x, e))
         samples.append(feed)
     recipes = recipe_manager.RecipeManager()
     recipes.load_quantization_recipe(qz.get_quantization_recipe())

@@ -145,8 +145,10 @@ class TFLiteRuntime(Runtime):
               "layout_changes": layout_changes(plan), "state_tensors": []}
         notes = list(converted.get("graph_preparation", []))
         for change in io["layout_changes"]:
+            how = ("the bytes are the same; run() and apps reshape" if change.get("reshape")
+                   else f"run() and apps transpose with perm {change['perm']}")
             notes.append(f"{converted['converter']} changed {change['side']} {change['tensor']!r} from "
-                         f"{change['from']} to {change['to']}; run() and apps transpose with perm {change['perm']}")
+                         f"{change['from']} to {change['to']}; {how}")
         if converted.get("sample_images_file"):
             notes.append(f"wrote onnx2tf's {converted['sample_images_file']} from our data (no download)")
         if model_path != float_path:  # kept (not shipped) so the check can time the fp32 sibling

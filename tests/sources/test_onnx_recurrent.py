@@ -120,7 +120,7 @@ def test_prepare_onnx_lowers_after_pinning_a_symbolic_sequence_length(tmp_path):
     (tmp_path / "a.onnx").write_bytes(buf.getvalue())
     kept = prepare_onnx(tmp_path / "a.onnx", tmp_path / "kept.onnx", {"x": (1, 6, 3)})
     assert not any("GRU" in n for n in kept) and "GRU" in _ops(onnx.load(str(tmp_path / "kept.onnx")))
-    notes = prepare_onnx(tmp_path / "a.onnx", tmp_path / "b.onnx", {"x": (1, 6, 3)}, lower_recurrent=True)
+    notes = prepare_onnx(tmp_path / "a.onnx", tmp_path / "b.onnx", {"x": (1, 6, 3)}, for_onnx2tf=True)
     assert any(n.startswith("lowered GRU node") and "6 step(s)" in n for n in notes), notes
     prepared = onnx.load(str(tmp_path / "b.onnx"))
     assert "GRU" not in _ops(prepared)

@@ -285,3 +285,22 @@ def test_calibration_keeps_the_global_min_max():
     qsvs = _calibrate(qz, float_model, {"x": calib}, plan)
     ranges = {name: (float(np.min(q["min"])), float(np.max(q["max"]))) for name, q in qsvs.items() if "min" in q}
     assert (float(calib.min()), float(calib.max())) in [pytest.approx(r, rel=1e-6) for r in ranges.values()], ranges
+
+
+def test_io_plan_accepts_shapes_that_differ_only_by_unit_dims():
+    """onnx2tf turns a scalar into [1] and [2, 1, 128] into [1, 2, 128]: same bytes, so a reshape, not an error."""
+    from mbuild.errors import BuildError
+    from mbuild.targets._tflite_io import _entry, from_model_layout, layout_changes, to_model_layout
+
+    scalar = _entry("sr", "sr", {"name": "sr", "shape": [1], "dtype": np.float32}, ())
+    state = _entry("stateN", "out", {"name": "out", "shape": [1, 2, 3], "dtype": np.float32}, (2, 1, 3))
+    image = _entry("image", "in", {"name": "in", "shape": [1, 8, 8, 3], "dtype": np.float32}, (1, 3, 8, 8))
+    assert scalar["reshape"] and state["reshape"] and "reshape" not in image and image["perm"] == [0, 2, 3, 1]
+    assert to_model_layout(np.float32(16000), scalar).shape == (1,)
+    y = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    np.testing.assert_array_equal(from_model_layout(y, state), y.reshape(2, 1, 3))
+    changes = layout_changes({"inputs": [scalar, image], "outputs": [state]})
+    assert [(c["tensor"], c.get("reshape", False)) for c in changes] == [("sr", True), ("image", False),
+                                                                         ("stateN", True)]
+    with pytest.raises(BuildError, match="neither the declared shape"):
+        _entry("x", "x", {"name": "x", "shape": [3, 2], "dtype": np.float32}, (2, 3))
