@@ -77,10 +77,15 @@ def cell(m, target: str, errors: dict[str, str]) -> tuple[str, str]:
             if errors[key].startswith("quantization audit:"):  # mbuild's own gate, not a converter crash
                 return "refused", f"refused at {step}: {errors[key]}"
             return "failed", f"failed at {step}: {errors[key]}"
-    if not lay.report_json(target).exists():
+    if not lay.report_json(target).exists() or not lay.variant_json(target).exists():
         return "failed", "not built (see work/doit.log)"
     report = json.loads(lay.report_json(target).read_text())
     variant = json.loads(lay.variant_json(target).read_text())
+    if variant.get("status") == "not built":  # an optional target's recorded failure (mbuild.steps.run_variant)
+        step, _, message = variant["reason"].partition(": ")
+        if message.startswith("quantization audit:"):  # mbuild's own gate, not a converter crash
+            return "refused", f"refused at {step}: {message}"
+        return "failed", f"failed at {step}: {message}"
     size = f"{variant['size_bytes'] / 1024:,.0f} KiB"
     v = report["validation"]
     if v["status"] == "skipped":

@@ -51,15 +51,29 @@ def _source_digest(manifest: Manifest) -> str:
     return digest({"source": manifest.part("source", "inputs", "outputs"), "mbuild": __version__})[:16]
 
 
+NOT_BUILT = "not built"
+
+
 def run_variant(manifest: Manifest, target_name: str) -> dict:
-    """Convert into a fresh folder and move it into place only when everything succeeded."""
+    """Convert into a fresh folder and move it into place only when everything succeeded.
+
+    A target with ``required: false`` that cannot be built records why in its variant.json
+    and the step succeeds: doit would otherwise hold back the bundle, which is exactly what
+    ``required: false`` promises not to do. The record stands until the target's inputs change.
+    """
+    from mbuild.errors import MbuildError
     from mbuild.recipes.search import build_searched_variant
 
     target = manifest.targets[target_name]
     lay = layout_for(manifest)
     final = lay.variant_dir(target_name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = build_searched_variant(manifest, target_name, final.parent)
+    try:
+        staging = build_searched_variant(manifest, target_name, final.parent)
+    except MbuildError as e:
+        if target.required:
+            raise
+        return _record_not_built(manifest, target_name, f"variant: {e}")
     try:
         record = read_json(staging / "variant.json")
         if final.exists():
@@ -72,6 +86,20 @@ def run_variant(manifest: Manifest, target_name: str) -> dict:
     if target.recipe == "auto":
         line += f"; recipe: auto chose {record['recipe']!r}"
     print(line)
+    return record
+
+
+def _record_not_built(manifest: Manifest, target_name: str, reason: str) -> dict:
+    """The outcome of an optional target that could not be built: no artifact, the reason, a warning."""
+    lay = layout_for(manifest)
+    final = lay.variant_dir(target_name)
+    if final.exists():
+        shutil.rmtree(final)  # a variant built from other inputs must not be packaged as this one
+    record = {"status": NOT_BUILT, "target": target_name, "recipe": manifest.targets[target_name].recipe,
+              "reason": reason}
+    write_json_atomic(lay.variant_json(target_name), record)
+    print(f"warning: variant:{manifest.name}/{target_name} not built (required: false, so the bundle is made "
+          f"without it): {reason}")
     return record
 
 
@@ -132,6 +160,12 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
     """Run the variant on the validation set, compare with the reference, gate on the tolerance."""
     lay = layout_for(manifest)
     record = read_json(lay.variant_json(target_name))
+    if record.get("status") == NOT_BUILT:
+        report = {"target": target_name, "recipe": record["recipe"],
+                  "validation": {"status": NOT_BUILT, "reason": record["reason"]}}
+        write_json_atomic(lay.report_json(target_name), report)
+        print(f"check:{manifest.name}/{target_name}: {NOT_BUILT} ({record['reason']})")
+        return report
     ctx = make_context(manifest, target_name, lay.variant_dir(target_name), recipe_name=record["recipe"])
     report = check_variant(ctx, record)
     write_json_atomic(lay.report_json(target_name), report)
@@ -150,8 +184,12 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
             line += f" - FLAG: {lat['flag']}"
     print(line)
     if v["status"] == "failed":
-        raise ToleranceError(f"check:{manifest.name}/{target_name} failed its tolerance: "
-                             + "; ".join(f["message"] for f in v["failures"]))
+        message = "; ".join(f["message"] for f in v["failures"])
+        if not manifest.targets[target_name].required:
+            print(f"warning: check:{manifest.name}/{target_name} failed its tolerance (required: false, so the "
+                  f"bundle is made without it): {message}")
+            return report
+        raise ToleranceError(f"check:{manifest.name}/{target_name} failed its tolerance: {message}")
     return report
 
 

@@ -16,38 +16,41 @@ if TYPE_CHECKING:  # pragma: no cover
     from mbuild.manifest.model import Manifest
 
 
-def gather(manifest: "Manifest") -> tuple[list[dict], list[str]]:
-    """Variant records with their check reports; problems for required targets missing or failed."""
+def gather(manifest: "Manifest") -> tuple[list, list[str], dict[str, str]]:
+    """Variant records with their check reports; problems for required targets; why optional ones are left out."""
     lay = layout_for(manifest)
-    records, problems = [], []
+    records, problems, omitted = [], [], {}
     for name, target in manifest.targets.items():
         vj, rj = lay.variant_json(name), lay.report_json(name)
-        if not vj.exists():
-            if target.required:
-                problems.append(f"{name}: no variant was built (see the variant:{manifest.name}/{name} task's error)")
+        record = read_json(vj) if vj.exists() else None
+        report = read_json(rj) if rj.exists() and record is not None else None
+        if record is None:
+            why = f"no variant was built (see the variant:{manifest.name}/{name} task's error)"
+        elif record.get("status") == "not built":  # only optional targets record this (see steps.run_variant)
+            why = f"not built: {record.get('reason')}"
+        elif report is None or report.get("recipe") != record.get("recipe"):
+            why = f"the variant has not been checked (run check:{manifest.name}/{name})"
+        elif report["validation"]["status"] == "failed":
+            why = "failed its tolerance (" + "; ".join(f["message"] for f in report["validation"]["failures"]) + ")"
+        else:
+            records.append((name, record, report))
             continue
-        record = read_json(vj)
-        report = read_json(rj) if rj.exists() else None
-        if report is None or report.get("recipe") != record.get("recipe"):
-            if target.required:
-                problems.append(f"{name}: the variant has not been checked (run check:{manifest.name}/{name})")
-            continue
-        status = report["validation"]["status"]
-        if status == "failed":
-            if target.required:
-                msgs = "; ".join(f["message"] for f in report["validation"]["failures"])
-                problems.append(f"{name}: failed its tolerance ({msgs})")
-            continue
-        records.append((name, record, report))
-    return records, problems
+        if target.required:
+            problems.append(f"{name}: {why}")
+        else:
+            omitted[name] = why
+    return records, problems, omitted
 
 
 def build_bundle(manifest: "Manifest") -> Path:
     lay = layout_for(manifest)
-    records, problems = gather(manifest)
+    records, problems, omitted = gather(manifest)
     if problems:
         raise BuildError(f"refusing to package {manifest.bundle_id}: required target(s) not ready:\n  - "
                          + "\n  - ".join(problems))
+    if not records:
+        raise BuildError(f"refusing to package {manifest.bundle_id}: no target was built and validated:\n  - "
+                         + "\n  - ".join(f"{n}: {why}" for n, why in omitted.items()))
     source = read_json(lay.source_json)
     entries: dict[str, bytes | Path] = {}
     variants = []
@@ -75,7 +78,9 @@ def build_bundle(manifest: "Manifest") -> Path:
     entries["SHA256SUMS"] = sha256sums(entries).encode()
     with atomic_path(lay.bundle_path) as tmp:
         write_archive(tmp, entries)
-    write_json_atomic(lay.dist_dir / f"{manifest.bundle_id}.report.json", build_report(bundle, records))
+    write_json_atomic(lay.dist_dir / f"{manifest.bundle_id}.report.json", build_report(bundle, records, omitted))
+    for name, why in omitted.items():
+        print(f"warning: bundle:{manifest.name}: left out optional target {name}: {why}")
     return lay.bundle_path
 
 
@@ -174,9 +179,10 @@ def bundle_document(manifest: "Manifest", source: dict, variants: list[dict]) ->
     }
 
 
-def build_report(bundle: dict, records) -> dict:
-    """Everything in bundle.json plus what is measured per build (latency), kept out of the reproducible bundle."""
+def build_report(bundle: dict, records, omitted: dict[str, str]) -> dict:
+    """What is measured per build (latency) and which optional targets were left out, kept out of bundle.json."""
     return {"bundle": f"{bundle['name']}-{bundle['version']}.mbundle", "build_id": bundle["build_id"],
             "variants": {name: {"latency": report.get("latency"), "validation": report["validation"],
                                 "size_bytes": record["size_bytes"]}
-                         for name, record, report in records}}
+                         for name, record, report in records},
+            "omitted": omitted}

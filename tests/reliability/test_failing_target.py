@@ -56,3 +56,43 @@ def test_failing_target_keeps_built_variants_and_recovers(digits_cpu_project, tm
 
 def _status(project, target):
     return json.loads((project / TARGETS / target / "report.json").read_text())["validation"]["status"]
+
+
+OPTIONAL = """\
+  fp16-exact: {precision: fp16}
+  int8-exact: {quantize: {scheme: static, calibration: calibration}}
+"""
+OPTIONAL_TARGETS = """\
+  cpu-exact: {runtime: onnxruntime, recipe: fp16-exact, required: false}
+  cpu-auto-exact: {runtime: onnxruntime, recipe: auto, candidates: [int8-exact], required: false}
+"""
+OPTIONAL_VALIDATE = """\
+  fp16-exact: {max_abs_max: 0.0}
+  int8-exact: {max_abs_max: 0.0}
+"""
+
+
+def test_optional_targets_that_fail_leave_the_bundle_to_the_others(digits_cpu_project, tmp_path):
+    """required: false means what it says: a failed variant or check is reported and left out, the bundle is made."""
+    code = code_digest()
+    run_doit(digits_cpu_project, check=True)
+    project = tmp_path / "p"
+    shutil.copytree(digits_cpu_project, project)
+    manifest = project / "manifests" / "digits.yaml"
+    text = manifest.read_text()
+    text = text.replace("targets:\n", OPTIONAL + "targets:\n").replace("validate:\n", OPTIONAL_TARGETS + "validate:\n")
+    manifest.write_text(text + OPTIONAL_VALIDATE)
+    proc = run_doit(project)
+    require_same_code(code)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    assert "warning: check:digits-cnn/cpu-exact failed its tolerance (required: false" in out
+    assert "warning: variant:digits-cnn/cpu-auto-exact not built (required: false" in out
+    assert "bundle:digits-cnn" in executed_tasks(proc.stdout)
+    report = json.loads((project / "dist" / "digits-cnn-1.0.0.report.json").read_text())
+    assert sorted(report["variants"]) == ["cpu-fp32", "cpu-int8"]
+    assert sorted(report["omitted"]) == ["cpu-auto-exact", "cpu-exact"]
+    assert "max_abs" in report["omitted"]["cpu-exact"] and "no candidate" in report["omitted"]["cpu-auto-exact"]
+    assert _status(project, "cpu-auto-exact") == "not built"
+    again = run_doit(project, check=True)  # the failures are outcomes of these inputs: nothing reruns
+    assert executed_tasks(again.stdout) == set(), again.stdout
