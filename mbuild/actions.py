@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     step, manifest_path, rest = argv[0], argv[1], argv[2:]
     _quiet_frameworks()
-    log_dir = None
+    log_dir = manifest = None
     try:
         from mbuild.layout import layout_for
         from mbuild.manifest import load_manifest
@@ -51,12 +51,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown step {step!r}", file=sys.stderr)
             return 2
     except MbuildError as e:
+        if _optional(manifest, step, rest):
+            return _record(manifest, step, rest[0], str(e))
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - a converter or mbuild bug: keep the traceback in a file
         where = _write_log(log_dir, step)
-        print(f"error: {step} step failed: {type(e).__name__}: {_first_line(e)}"
-              + (f" (traceback in {where})" if where else ""), file=sys.stderr)
+        message = f"{step} step failed: {type(e).__name__}: {_first_line(e)}" + (
+            f" (traceback in {where})" if where else "")
+        if _optional(manifest, step, rest):
+            return _record(manifest, step, rest[0], message)
+        print(f"error: {message}", file=sys.stderr)
+        return BuildError.exit_code
+    return 0
+
+
+def _optional(manifest, step: str, rest: list[str]) -> bool:
+    """A variant or check step of a target with ``required: false`` (its failures must not stop the bundle)."""
+    return (manifest is not None and step in ("variant", "check") and bool(rest)
+            and rest[0] in manifest.targets and not manifest.targets[rest[0]].required)
+
+
+def _record(manifest, step: str, target: str, reason: str) -> int:
+    from mbuild.steps import record_optional_failure
+
+    try:
+        record_optional_failure(manifest, target, step, reason)
+    except Exception as e:  # noqa: BLE001 - cannot even record it: fail the step as usual
+        print(f"error: {reason} (and recording it failed: {e})", file=sys.stderr)
         return BuildError.exit_code
     return 0
 

@@ -57,23 +57,16 @@ NOT_BUILT = "not built"
 def run_variant(manifest: Manifest, target_name: str) -> dict:
     """Convert into a fresh folder and move it into place only when everything succeeded.
 
-    A target with ``required: false`` that cannot be built records why in its variant.json
-    and the step succeeds: doit would otherwise hold back the bundle, which is exactly what
-    ``required: false`` promises not to do. The record stands until the target's inputs change.
+    A target with ``required: false`` that cannot be built records why instead (see
+    :func:`record_optional_failure`).
     """
-    from mbuild.errors import MbuildError
     from mbuild.recipes.search import build_searched_variant
 
     target = manifest.targets[target_name]
     lay = layout_for(manifest)
     final = lay.variant_dir(target_name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        staging = build_searched_variant(manifest, target_name, final.parent)
-    except MbuildError as e:
-        if target.required:
-            raise
-        return _record_not_built(manifest, target_name, f"variant: {e}")
+    staging = build_searched_variant(manifest, target_name, final.parent)
     try:
         record = read_json(staging / "variant.json")
         if final.exists():
@@ -89,18 +82,27 @@ def run_variant(manifest: Manifest, target_name: str) -> dict:
     return record
 
 
-def _record_not_built(manifest: Manifest, target_name: str, reason: str) -> dict:
-    """The outcome of an optional target that could not be built: no artifact, the reason, a warning."""
+def record_optional_failure(manifest: Manifest, target_name: str, step: str, reason: str) -> None:
+    """Record why an optional target's step failed, so the step can succeed and the bundle go on without it.
+
+    doit would otherwise hold back the bundle, which is what ``required: false`` promises not to
+    do. The record is the step's output: it stands until the target's inputs change.
+    """
     lay = layout_for(manifest)
-    final = lay.variant_dir(target_name)
-    if final.exists():
-        shutil.rmtree(final)  # a variant built from other inputs must not be packaged as this one
-    record = {"status": NOT_BUILT, "target": target_name, "recipe": manifest.targets[target_name].recipe,
-              "reason": reason}
-    write_json_atomic(lay.variant_json(target_name), record)
-    print(f"warning: variant:{manifest.name}/{target_name} not built (required: false, so the bundle is made "
+    recipe = manifest.targets[target_name].recipe
+    if step == "variant":
+        final = lay.variant_dir(target_name)
+        if final.exists():
+            shutil.rmtree(final)  # a variant built from other inputs must not be packaged as this one
+        write_json_atomic(lay.variant_json(target_name),
+                          {"status": NOT_BUILT, "target": target_name, "recipe": recipe, "reason": reason})
+    else:
+        record = read_json(lay.variant_json(target_name))
+        write_json_atomic(lay.report_json(target_name), {
+            "target": target_name, "recipe": record.get("recipe", recipe),
+            "validation": {"status": "error", "reason": reason}})
+    print(f"warning: {step}:{manifest.name}/{target_name} did not succeed (required: false, so the bundle is made "
           f"without it): {reason}")
-    return record
 
 
 def build_in_staging(manifest: Manifest, target_name: str, parent: Path, recipe_name: str | None = None,

@@ -32,6 +32,8 @@ def gather(manifest: "Manifest") -> tuple[list, list[str], dict[str, str]]:
             why = f"the variant has not been checked (run check:{manifest.name}/{name})"
         elif report["validation"]["status"] == "failed":
             why = "failed its tolerance (" + "; ".join(f["message"] for f in report["validation"]["failures"]) + ")"
+        elif report["validation"]["status"] not in ("passed", "skipped"):  # 'error': an optional check that crashed
+            why = f"not checked: {report['validation'].get('reason')}"
         else:
             records.append((name, record, report))
             continue

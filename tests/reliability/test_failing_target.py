@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 from tests.conftest import executed_tasks, run_doit
 from tests.reliability._stable import code_digest, require_same_code
@@ -87,7 +89,7 @@ def test_optional_targets_that_fail_leave_the_bundle_to_the_others(digits_cpu_pr
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Traceback" not in out, out
     assert "warning: check:digits-cnn/cpu-exact failed its tolerance (required: false" in out
-    assert "warning: variant:digits-cnn/cpu-auto-exact not built (required: false" in out
+    assert "warning: variant:digits-cnn/cpu-auto-exact did not succeed (required: false" in out
     assert "bundle:digits-cnn" in executed_tasks(proc.stdout)
     report = json.loads((project / "dist" / "digits-cnn-1.0.0.report.json").read_text())
     assert sorted(report["variants"]) == ["cpu-fp32", "cpu-int8"]
@@ -96,3 +98,16 @@ def test_optional_targets_that_fail_leave_the_bundle_to_the_others(digits_cpu_pr
     assert _status(project, "cpu-auto-exact") == "not built"
     again = run_doit(project, check=True)  # the failures are outcomes of these inputs: nothing reruns
     assert executed_tasks(again.stdout) == set(), again.stdout
+
+    # an optional check that crashes (its artifact vanished) is recorded as an error, not a blocked bundle
+    (project / TARGETS / "cpu-exact" / "variant" / "model.onnx").unlink()
+    step = subprocess.run([sys.executable, "-m", "mbuild.actions", "check", str(manifest), "cpu-exact"], cwd=project,
+                          capture_output=True, text=True, timeout=300)
+    assert step.returncode == 0 and "warning: check:digits-cnn/cpu-exact did not succeed" in step.stdout, step
+    assert _status(project, "cpu-exact") == "error"
+    step = subprocess.run([sys.executable, "-m", "mbuild.actions", "bundle", str(manifest)], cwd=project,
+                          capture_output=True, text=True, timeout=300)
+    assert step.returncode == 0, step
+    report = json.loads((project / "dist" / "digits-cnn-1.0.0.report.json").read_text())
+    assert sorted(report["variants"]) == ["cpu-fp32", "cpu-int8"]
+    assert report["omitted"]["cpu-exact"].startswith("not checked: onnxruntime cannot load model.onnx")
