@@ -81,20 +81,17 @@ def cell(m, target: str, errors: dict[str, str]) -> tuple[str, str]:
     for step in ("source", "variant", "check"):
         key = f"{step}:{m.name}" if step == "source" else f"{step}:{m.name}/{target}"
         if key in errors and not (step == "check" and "failed its tolerance" in errors[key]):
-            if errors[key].startswith("quantization audit:"):  # mbuild's own gate, not a converter crash
-                return "refused", f"refused at {step}: {errors[key]}"
-            return "failed", f"failed at {step}: {errors[key]}"
+            return _failure(step, errors[key])
     if not lay.report_json(target).exists() or not lay.variant_json(target).exists():
         return "failed", "not built (see work/doit.log)"
     report = json.loads(lay.report_json(target).read_text())
     variant = json.loads(lay.variant_json(target).read_text())
-    if variant.get("status") == "not built":  # an optional target's recorded failure (mbuild.steps.run_variant)
-        message = variant["reason"]
-        if message.startswith("quantization audit:"):  # mbuild's own gate, not a converter crash
-            return "refused", f"refused at variant: {message}"
-        return "failed", f"failed at variant: {message}"
+    if variant.get("status") == "not built":  # an optional target's recorded failure (steps.record_optional_failure)
+        return _failure("variant", variant["reason"])
     size = f"{variant['size_bytes'] / 1024:,.0f} KiB"
     v = report["validation"]
+    if v["status"] == "error":  # an optional target's check that could not run
+        return _failure("check", v["reason"])
     if v["status"] == "skipped":
         return "skipped", f"built ({size}); not run: {v['reason']}"
     metric = _key_metric(v["metrics"])
@@ -104,6 +101,13 @@ def cell(m, target: str, errors: dict[str, str]) -> tuple[str, str]:
         worst = "; ".join(f["message"] for f in v["failures"][:2])
         return "out of tolerance", f"built ({size}), {metric}; out of tolerance: {worst}"
     return "validated", f"{metric}; {size}{ms}"
+
+
+def _failure(step: str, message: str) -> tuple[str, str]:
+    """A step's one-line error as a cell: the quantization audit is mbuild's own gate, not a converter crash."""
+    if message.startswith("quantization audit:"):
+        return "refused", f"refused at {step}: {message}"
+    return "failed", f"failed at {step}: {message}"
 
 
 def _key_metric(metrics: dict) -> str:

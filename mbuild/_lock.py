@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from mbuild.errors import MbuildError
@@ -63,8 +64,6 @@ def acquire(state_dir: Path) -> Path | None:
 
 def _read_holder(fd: int, wait_s: float = 2.0) -> str:
     """The holder's pid, waiting briefly: it takes the lock a moment before it writes its pid."""
-    import time
-
     deadline = time.monotonic() + wait_s
     while True:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()

@@ -26,7 +26,7 @@ def gather(manifest: "Manifest") -> tuple[list, list[str], dict[str, str]]:
         report = read_json(rj) if rj.exists() and record is not None else None
         if record is None:
             why = f"no variant was built (see the variant:{manifest.name}/{name} task's error)"
-        elif record.get("status") == "not built":  # only optional targets record this (see steps.run_variant)
+        elif record.get("status") == "not built":  # only optional targets record this (steps.record_optional_failure)
             why = f"not built: {record.get('reason')}"
         elif report is None or report.get("recipe") != record.get("recipe"):
             why = f"the variant has not been checked (run check:{manifest.name}/{name})"
