@@ -159,12 +159,22 @@ def _capacity_line(bundle_path: Path, variant_id: str, device_id: str) -> str:
 
 def cmd_export(args) -> int:
     """Platform-native selection files: Play device targeting XML, or a map keyed by Apple model identifier."""
-    from mbuild.bundle.exports import apple_model_map_json, play_device_targeting_xml
+    from mbuild.bundle.exports import apple_model_map_json, play_export
     from mbuild.bundle.verify import read_bundle_json
     from mbuild.devices import load_devices
 
     bundle = read_bundle_json(Path(args.bundle))
-    text = play_device_targeting_xml(bundle) if args.kind == "play" else apple_model_map_json(bundle, load_devices())
+    if args.kind == "play":
+        text, plan = play_export(bundle, load_devices(), args.min_sdk)
+        for line in plan.approximations:
+            print(f"approximate: {line}", file=sys.stderr)
+        if not plan.exact and not args.allow_approximate:
+            print(f"error: {args.bundle}: Play's device targeting cannot express {len(plan.approximations)} "
+                  "selection rule(s) exactly (listed above); nothing written. Pass --allow-approximate to "
+                  "write the XML anyway (the app must then run the selection at launch).", file=sys.stderr)
+            return 1
+    else:
+        text = apple_model_map_json(bundle, load_devices())
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
@@ -245,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("kind", choices=["play", "apple"])
     e.add_argument("bundle")
     e.add_argument("-o", "--output")
+    e.add_argument("--allow-approximate", action="store_true",
+                   help="write Play XML even where Play cannot express a selection rule exactly")
+    e.add_argument("--min-sdk", type=int, default=21,
+                   help="the app's minSdkVersion: min_api at or below it always holds on Play (default 21)")
     e.set_defaults(func=cmd_export)
     d = sub.add_parser("devices", help="list the device database")
     d.set_defaults(func=cmd_devices)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mbuild import __version__
 from mbuild._io import read_json, tree_size, write_json_atomic
+from mbuild.bundle.selection import target_soc_rules
 from mbuild.errors import BuildError, ToleranceError
 from mbuild.layout import layout_for
 from mbuild.manifest.model import Manifest
@@ -152,7 +153,8 @@ def build_variant(ctx: BuildContext) -> dict:
         "target": ctx.target.name, "runtime": runtime.name, "recipe": ctx.recipe.name,
         "recipe_requested": describe_requested(ctx.recipe), "size_bytes": tree_size(artifact),
         "files_size_bytes": {f: tree_size(ctx.out_dir / f) for f in variant.files},
-        "requirements": runtime.requirements(ctx.manifest, ctx.target), "lint": lints,
+        "requirements": {**runtime.requirements(ctx.manifest, ctx.target),
+                         **target_soc_rules(ctx.manifest, ctx.target.name)}, "lint": lints,
         "versions": {"mbuild": __version__, **runtime.versions()},
     })
     return record

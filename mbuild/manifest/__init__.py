@@ -23,7 +23,8 @@ from mbuild.manifest.model import (
 __all__ = ["load_manifest", "find_root", "Manifest", "RecipeConfig", "TargetConfig", "DataSpec", "InputSpec"]
 
 ROOT_MARKERS = ("dodo.py", "pyproject.toml", ".git")
-COMMON_TARGET_KEYS = {"runtime", "recipe", "candidates", "required", "validate", "description"}
+COMMON_TARGET_KEYS = {"runtime", "recipe", "candidates", "required", "validate", "description", "soc_allow",
+                      "soc_deny", "budget"}
 MAX_EXTENDS_DEPTH = 8
 
 

@@ -162,3 +162,17 @@ def test_algorithm_text_is_numbered_and_names_the_rules():
     assert [line.split(".")[0] for line in lines] == ["1", "2", "3", "4", "5"]
     for word in ("selection.order", "fallback", "min_os", "max_api", "ram_mb_min", "soc_allow", "NNAPI"):
         assert word in SELECTION_ALGORITHM
+
+
+def test_manifest_soc_allow_and_deny_reach_the_requirements(tmp_path):
+    from mbuild.bundle.selection import target_soc_rules
+    from mbuild.manifest import load_manifest
+    from tests.conftest import DIGITS_CPU, make_project
+
+    text = DIGITS_CPU.replace("cpu-int8: {runtime: onnxruntime, recipe: int8}",
+                              "cpu-int8: {runtime: onnxruntime, recipe: int8, soc_allow: [SM8550, sm8650], "
+                              "soc_deny: [exynos850]}")
+    project = make_project(tmp_path / "p", {"digits.yaml": text})
+    manifest = load_manifest(project / "manifests" / "digits.yaml")
+    assert target_soc_rules(manifest, "cpu-int8") == {"soc_allow": ["sm8550", "sm8650"], "soc_deny": ["exynos850"]}
+    assert target_soc_rules(manifest, "cpu-fp32") == {}
