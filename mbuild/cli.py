@@ -35,6 +35,10 @@ def cmd_validate(args) -> int:
             continue
         targets = ", ".join(f"{n} ({t.runtime}/{t.recipe})" for n, t in m.targets.items())
         print(f"ok: {os.path.relpath(path)}: {m.bundle_id}, {m.source.kind} source, targets: {targets}")
+        from mbuild.bundle.selection import selection_warnings
+
+        for warning in selection_warnings(m):
+            print(f"warning: {warning}", file=sys.stderr)
     return worst
 
 
@@ -130,28 +134,38 @@ def cmd_select(args) -> int:
     else:
         print("error: give --device ID or --platform with the device's properties", file=sys.stderr)
         return 2
+    from mbuild.bundle.select_view import selection_json, selection_table
+    from mbuild.bundle.verify import read_bundle_json
+
     sel = select_in_bundle_file(Path(args.bundle), props)
+    bundle = read_bundle_json(Path(args.bundle))
+    capacity = _capacity(bundle, sel.variant_id, args.device) if args.device else None
+    if args.json:
+        import json
+
+        print(json.dumps(selection_json(sel, props, capacity), indent=2))
+        return 0
     print(f"selected: {sel.variant_id}")
-    print(sel.explanation)
-    for vid, reason in sel.reasons_rejected:
-        print(f"  rejected {vid}: {reason}")
+    print(selection_table(bundle, sel, props))
     if args.device:
-        print(_capacity_line(Path(args.bundle), sel.variant_id, args.device))
+        print()
+        print(_capacity_text(capacity))
     return 0
 
 
-def _capacity_line(bundle_path: Path, variant_id: str, device_id: str) -> str:
-    """The back-of-the-envelope estimate for the chosen variant on that device, with its assumptions."""
-    from mbuild.bundle.verify import read_bundle_json
+def _capacity(bundle: dict, variant_id: str, device_id: str) -> dict | None:
+    """The back-of-the-envelope estimate for the chosen variant on that device, as stored in the bundle."""
+    variant = next(v for v in bundle["variants"] if v["id"] == variant_id)
+    return (variant.get("capacity") or {}).get(device_id)
 
-    variant = next(v for v in read_bundle_json(bundle_path)["variants"] if v["id"] == variant_id)
-    est = (variant.get("capacity") or {}).get(device_id)
+
+def _capacity_text(est: dict | None) -> str:
     if not est:
         return "capacity estimate: none for this device in the bundle"
-    a = est["assumptions"]
-    basis = f"{est['accelerator']} peak {est['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s" if est.get("peak_flops_per_s") else ""
     if est.get("latency_ms") is None:
         return f"capacity estimate: unknown ({est.get('reason')})"
+    a = est["assumptions"]
+    basis = f"{est['accelerator']} peak {est['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s" if est.get("peak_flops_per_s") else ""
     return (f"capacity estimate (an estimate, not a measurement): {est['latency_ms']:.3f} ms, {est['fps']:,.0f} fps, "
             f"{est['networks_per_frame']} such networks per {1000 / a['fps']:.1f} ms frame; {basis}, "
             f"efficiency {a['efficiency']}, derating {a['derating']} ({est['formula']})")
@@ -185,25 +199,16 @@ def cmd_export(args) -> int:
 
 def cmd_devices(args) -> int:
     from mbuild.devices import load_devices
+    from mbuild.devices.listing import devices_json, devices_table
 
-    rows = [("id", "platform", "chip", "year", "RAM MB", "OS/API", "ANE (Core ML)", "NNAPI")]
-    for d in load_devices():
-        osr = (f"iOS {d.value('os_min')}-{d.value('os_max')}" if d.platform == "ios"
-               else f"API {d.value('api_min')}-{d.value('api_max')}")
-        ane = d.value("ane_present")
-        usable = "yes" if d.value("ane_usable_by_coreml") else "present, not usable"
-        ane_s = "-" if d.platform != "ios" else ("no" if not ane else usable)
-        rows.append((d.id, d.platform, str(d.value("chip")), str(d.value("year")), str(d.value("ram_mb")), osr, ane_s,
-                     "-" if d.platform != "android" else str(d.value("nnapi_available"))))
-    print(_table(rows))
+    devices = load_devices()
+    if args.json:
+        import json
+
+        print(json.dumps(devices_json(devices), indent=2))
+    else:
+        print(devices_table(devices))
     return 0
-
-
-def _table(rows) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Neural Engine Core ML can use")
     s.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--nnapi", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--json", action="store_true", help="the choice, every rejection and the estimate as JSON")
     s.set_defaults(func=cmd_select)
     e = sub.add_parser("export", help="write Play device-targeting XML or an Apple model-identifier map")
     e.add_argument("kind", choices=["play", "apple"])
@@ -261,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the app's minSdkVersion: min_api at or below it always holds on Play (default 21)")
     e.set_defaults(func=cmd_export)
     d = sub.add_parser("devices", help="list the device database")
+    d.add_argument("--json", action="store_true", help="every device and figure with its source, as JSON")
     d.set_defaults(func=cmd_devices)
     return p
 

@@ -176,3 +176,84 @@ def test_manifest_soc_allow_and_deny_reach_the_requirements(tmp_path):
     manifest = load_manifest(project / "manifests" / "digits.yaml")
     assert target_soc_rules(manifest, "cpu-int8") == {"soc_allow": ["sm8550", "sm8650"], "soc_deny": ["exynos850"]}
     assert target_soc_rules(manifest, "cpu-fp32") == {}
+
+
+def _manifest(tmp_path, targets: str, select_block: str = ""):
+    from mbuild.manifest import load_manifest
+    from tests.conftest import DIGITS_CPU, make_project
+
+    head = DIGITS_CPU.split("targets:")[0]
+    text = head + "targets:\n" + targets + "validate:\n  int8: {cosine_min: 0.99}\n" + select_block
+    project = make_project(tmp_path / "p", {"m.yaml": text})
+    return project / "manifests" / "m.yaml", load_manifest(project / "manifests" / "m.yaml")
+
+
+MATRIX = """\
+  cpu-fp32: {runtime: onnxruntime, recipe: fp32}
+  ios-gpu: {runtime: coreml, compute_units: cpu_and_gpu, min_os: "15.0", recipe: fp16}
+  ios-ane: {runtime: coreml, compute_units: cpu_and_ne, min_os: "16.0", recipe: fp16}
+  android-gpu: {runtime: tflite, delegate: gpu, recipe: fp16}
+  android-nnapi: {runtime: tflite, delegate: nnapi, recipe: int8}
+  cpu-int8: {runtime: onnxruntime, recipe: int8}
+"""
+
+
+def test_default_order_puts_accelerated_platform_variants_before_platform_any(tmp_path):
+    from mbuild.bundle.selection import manifest_requirements, selection_rules, selection_warnings
+
+    _, manifest = _manifest(tmp_path, MATRIX)
+    reqs = manifest_requirements(manifest)
+    variants = [{"id": n, "runtime": manifest.targets[n].runtime, "requirements": r} for n, r in reqs.items()]
+    rules = selection_rules(manifest, variants)
+    assert rules["order"] == ["ios-ane", "android-nnapi", "ios-gpu", "android-gpu", "cpu-fp32", "cpu-int8"]
+    assert rules["fallback"] == "cpu-int8"
+    bundle = {"variants": variants, "selection": rules}
+    assert select(bundle, device_properties(get_device("iphone-12"))).variant_id == "ios-ane"
+    assert select(bundle, device_properties(get_device("pixel-8"))).variant_id == "android-gpu"
+    # cpu-fp32 matches everything, so cpu-int8 after it is only reachable as the fallback: no warning
+    assert selection_warnings(manifest) == []
+
+
+def test_validate_warns_about_unreachable_targets_bad_fallback_and_missing_ones(tmp_path):
+    from tests.conftest import run_mbuild
+
+    select_block = "select:\n  order: [cpu-fp32, ios-ane, android-gpu]\n  fallback: ios-gpu\n"
+    path, _ = _manifest(tmp_path, MATRIX, select_block)
+    proc = run_mbuild("validate", str(path))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 3, proc.stderr
+    unreachable, fallback, missing = warnings
+    assert "m.yaml:" in unreachable and "ios-ane, android-gpu can never be chosen: 'cpu-fp32' comes first" in unreachable
+    assert "select.fallback: 'ios-gpu' does not match every device (platform=ios, min_os=15.0" in fallback
+    assert "select.order: leaves out android-nnapi, cpu-int8" in missing
+
+
+def test_select_order_is_used_as_written(tmp_path):
+    from mbuild.bundle.selection import manifest_requirements, selection_rules
+
+    _, manifest = _manifest(tmp_path, MATRIX, "select:\n  order: [ios-ane, cpu-fp32]\n")
+    reqs = manifest_requirements(manifest)
+    variants = [{"id": n, "runtime": manifest.targets[n].runtime, "requirements": r} for n, r in reqs.items()]
+    assert selection_rules(manifest, variants)["order"] == ["ios-ane", "cpu-fp32"]
+
+
+def test_select_cli_table_and_json(tmp_path):
+    from tests.bundle.test_exports import write_bundle
+    from tests.conftest import run_mbuild
+
+    path = write_bundle(tmp_path / "b.mbundle", make_bundle())
+    proc = run_mbuild("select", str(path), "--device", "iphone-7")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "selected: ios-gpu" in out and "iPhone 7 (Apple A10 Fusion), iOS 15, 2048 MB RAM  ->  ios-gpu" in out
+    assert out.count("A10") == 1                           # the chip is named once, not in every reason
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[4:] if line.strip() and
+            line.split()[0] in ORDER}
+    assert rows == {"ios-ane": "rejected", "ios-gpu": "CHOSEN", "android-nnapi": "not", "android-gpu": "not",
+                    "cpu": "not"}
+    proc = run_mbuild("select", str(path), "--platform", "android", "--api", "35", "--json")
+    doc = json.loads(proc.stdout)
+    assert doc["variant"] == "android-gpu" and doc["device"]["api_level"] == 35
+    assert [r["variant"] for r in doc["rejected"]] == ["ios-ane", "ios-gpu", "android-nnapi"]
+    assert "NNAPI deprecated" in doc["rejected"][2]["reason"]

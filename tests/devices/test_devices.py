@@ -122,3 +122,21 @@ def test_estimate_variant_covers_only_allowed_devices():
     assert "iphone-12" in out and "iphone-7" not in out and "pixel-8" not in out
     assert list(out) == sorted(out)
     assert all(e["kind"] == "estimate" for e in out.values())
+
+
+def test_devices_cli_table_has_no_raw_python_values_and_json_keeps_sources():
+    import json
+
+    from tests.conftest import run_mbuild
+
+    proc = run_mbuild("devices")
+    assert proc.returncode == 0
+    assert "None" not in proc.stdout and "True" not in proc.stdout and "False" not in proc.stdout
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("iphone-7 "))
+    assert "Apple A10 Fusion" in line and "none" in line and "2 GB" in line
+    doc = json.loads(run_mbuild("devices", "--json").stdout)
+    assert len(doc) == len(load_devices())
+    iphone7 = next(d for d in doc if d["id"] == "iphone-7")
+    assert iphone7["figures"]["chip"]["value"] == "Apple A10 Fusion"
+    assert iphone7["figures"]["chip"]["source"].startswith("https://")
+    assert iphone7["figures"]["ane_tops"] is None
