@@ -153,22 +153,61 @@ def cmd_select(args) -> int:
     return 0
 
 
+def cmd_estimate(args) -> int:
+    """The capacity estimate of a bundle's variants, or of a named workload, on one device, with its assumptions."""
+    from mbuild.devices import get_device
+    from mbuild.devices.calibration import load_calibration
+    from mbuild.devices.capacity import describe, estimate
+
+    device = get_device(args.device)
+    if args.bundle:
+        from mbuild.bundle.verify import read_bundle_json
+        from mbuild.devices.capacity import estimate_variant
+
+        print(f"{device.label}: capacity of {args.bundle} (estimates, not measurements)")
+        for variant in read_bundle_json(Path(args.bundle))["variants"]:
+            est = estimate_variant(variant, [device]).get(device.id)
+            reason = "" if est else " (its requirements exclude this device)"
+            print(f"\n{variant['id']}{reason}")
+            if est:
+                print("  " + describe(est).replace("\n", "\n  "))
+        return 0
+    workloads = load_calibration()["workloads"]
+    if args.workload not in workloads:
+        print(f"error: unknown workload {args.workload!r}; known: {', '.join(workloads)}", file=sys.stderr)
+        return 2
+    w = workloads[args.workload]
+    act = w["peak_activation_bytes"] * (0.5 if args.precision == "fp16" else 1.0)
+    print(f"{device.label}: {w['description']}")
+    for acc in args.accelerator or ["cpu", "gpu", "ane", "nnapi"]:
+        if (acc == "ane" and device.platform != "ios") or (acc == "nnapi" and device.platform != "android"):
+            continue
+        est = estimate(w["flops"], device, acc, precision=args.precision, bytes_moved=w["weights_bytes"] + act)
+        print(f"\n{acc}:\n  " + describe(est).replace("\n", "\n  "))
+    return 0
+
+
 def _capacity(bundle: dict, variant_id: str, device_id: str) -> dict | None:
-    """The back-of-the-envelope estimate for the chosen variant on that device, as stored in the bundle."""
+    """The chosen variant's estimate on that device, recomputed with the current model and the bundle's assumptions."""
+    from mbuild.devices import get_device
+    from mbuild.devices.capacity import estimate_variant
+
     variant = next(v for v in bundle["variants"] if v["id"] == variant_id)
-    return (variant.get("capacity") or {}).get(device_id)
+    stored = (variant.get("capacity") or {}).get(device_id) or {}
+    a = stored.get("assumptions") or {}
+    acc = (variant.get("requirements") or {}).get("accelerator") or "cpu"
+    assumptions = {k: a[k] for k in ("derating", "fps") if k in a}
+    if a.get("efficiency") is not None:
+        assumptions["efficiency"] = {acc: a["efficiency"]}
+    return estimate_variant(variant, [get_device(device_id)], assumptions).get(device_id)
 
 
 def _capacity_text(est: dict | None) -> str:
+    from mbuild.devices.capacity import describe
+
     if not est:
-        return "capacity estimate: none for this device in the bundle"
-    if est.get("latency_ms") is None:
-        return f"capacity estimate: unknown ({est.get('reason')})"
-    a = est["assumptions"]
-    basis = f"{est['accelerator']} peak {est['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s" if est.get("peak_flops_per_s") else ""
-    return (f"capacity estimate (an estimate, not a measurement): {est['latency_ms']:.3f} ms, {est['fps']:,.0f} fps, "
-            f"{est['networks_per_frame']} such networks per {1000 / a['fps']:.1f} ms frame; {basis}, "
-            f"efficiency {a['efficiency']}, derating {a['derating']} ({est['formula']})")
+        return "capacity estimate: none (the variant's requirements exclude this device)"
+    return describe(est)
 
 
 def cmd_export(args) -> int:
@@ -257,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nnapi", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--json", action="store_true", help="the choice, every rejection and the estimate as JSON")
     s.set_defaults(func=cmd_select)
+    es = sub.add_parser("estimate", help="capacity estimate on one device (a bundle's variants or a named workload)")
+    es.add_argument("device", help="a device id from 'mbuild devices'")
+    es.add_argument("--bundle", help="estimate every variant of this .mbundle")
+    es.add_argument("--workload", default="bench_mobilenet_v2",
+                    help="a workload of mbuild/devices/calibration.yaml (default: bench_mobilenet_v2)")
+    es.add_argument("--accelerator", action="append", choices=["cpu", "gpu", "ane", "nnapi"])
+    es.add_argument("--precision", default="fp16", choices=["fp32", "fp16"])
+    es.set_defaults(func=cmd_estimate)
     e = sub.add_parser("export", help="write Play device-targeting XML or an Apple model-identifier map")
     e.add_argument("kind", choices=["play", "apple"])
     e.add_argument("bundle")

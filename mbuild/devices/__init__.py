@@ -33,7 +33,8 @@ ID_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 FIGURE_KEYS = {
     "chip": "chip", "soc_id": "soc_id", "year": "year", "ram_mb": "ram_mb",
     "os_min": "os_min", "os_max": "os_max", "api_min": "api_min", "api_max": "api_max",
-    "cpu_gflops_fp32": "cpu_gflops_fp32", "mem_bandwidth_gbs": "mem_bandwidth_gbs", "gpu": "gpu",
+    "cpu_gflops_fp32": "cpu_gflops_fp32", "cpu_clusters": "cpu_clusters", "mem_bandwidth_gbs": "mem_bandwidth_gbs",
+    "sustained_ratio": "sustained_ratio", "gpu": "gpu",
     "gpu_gflops_fp32": "gpu_gflops_fp32", "gpu_gflops_fp16": "gpu_gflops_fp16",
     "ane.present": "ane_present", "ane.usable_by_coreml": "ane_usable_by_coreml", "ane.tops": "ane_tops",
     "nnapi.available": "nnapi_available", "nnapi.api_levels": "nnapi_api_levels",
@@ -73,7 +74,9 @@ class Device:
     api_min: Figure | None = None
     api_max: Figure | None = None
     cpu_gflops_fp32: Figure | None = None
+    cpu_clusters: Figure | None = None
     mem_bandwidth_gbs: Figure | None = None
+    sustained_ratio: Figure | None = None
     gpu: Figure | None = None
     gpu_gflops_fp32: Figure | None = None
     gpu_gflops_fp16: Figure | None = None

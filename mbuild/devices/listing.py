@@ -5,7 +5,7 @@ from mbuild.devices import FIGURE_KEYS
 
 __all__ = ["device_rows", "devices_table", "devices_json", "format_table"]
 
-HEADER = ("id", "platform", "chip", "year", "RAM", "OS / API", "ANE (Core ML)", "NNAPI", "GPU fp16 GFLOPS",
+HEADER = ("id", "platform", "chip", "year", "RAM", "OS / API", "ANE (Core ML)", "NNAPI", "GPU GFLOPS fp32",
           "mem GB/s")
 
 
@@ -56,7 +56,7 @@ def device_rows(devices) -> list[tuple[str, ...]]:
         ram = d.value("ram_mb")
         rows.append((d.id, d.platform, _v(d.value("chip")), _v(d.value("year")),
                      "?" if ram is None else f"{ram / 1024:g} GB", _os_range(d), _ane(d), _nnapi(d),
-                     _v(d.value("gpu_gflops_fp16")), _v(d.value("mem_bandwidth_gbs"))))
+                     _v(d.value("gpu_gflops_fp32")), _v(d.value("mem_bandwidth_gbs"))))
     return rows
 
 

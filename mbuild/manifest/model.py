@@ -8,7 +8,7 @@ from typing import Any
 from mbuild.manifest._yaml import Positions
 
 DEFAULT_CAPACITY = {
-    "efficiency": {"cpu": 0.3, "gpu": 0.3, "ane": 0.25, "nnapi": 0.2},
+    "efficiency": {"cpu": 0.5, "gpu": 0.4, "ane": 0.25, "nnapi": 0.1},  # tuned on mbuild/devices/calibration.yaml
     "derating": 0.7,
     "fps": 30.0,
 }
