@@ -187,6 +187,10 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
         if lat.get("flag"):
             line += f" - FLAG: {lat['flag']}"
     print(line)
+    from mbuild.validate.budget import apply_budget
+
+    if apply_budget(manifest, target_name, record, report, read_json(ctx.source_dir / "source.json")):
+        write_json_atomic(lay.report_json(target_name), report)
     if v["status"] == "failed":
         message = "; ".join(f["message"] for f in v["failures"])
         if not manifest.targets[target_name].required:

@@ -135,7 +135,8 @@ def check_task(m: Manifest, name: str) -> dict:
     lay = layout_for(m)
     target = m.targets[name]
     deps = {"validate": m.raw.get("validate"), "target_validate": target.validate, "outputs": m.raw["outputs"],
-            "mbuild": __version__, "versions": get_runtime(target.runtime).versions()}
+            "mbuild": __version__, "versions": get_runtime(target.runtime).versions(),
+            "budget": [m.raw.get("budget"), (m.raw["targets"].get(name) or {}).get("budget")]}
     return {
         "name": f"{m.name}/{name}",
         "doc": f"validate target {name} against the reference",
