@@ -236,6 +236,26 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_fleet(args) -> int:
+    """Selection and capacity weighed by the users' device models: text, optional JSON, and an HTML report."""
+    from mbuild.bundle.fleet import fleet_report, format_fleet, read_shares
+    from mbuild.bundle.fleet_html import write_fleet_html
+    from mbuild.bundle.verify import read_bundle_json
+    from mbuild.devices import load_devices
+
+    rep = fleet_report(read_bundle_json(Path(args.bundle)), read_shares(args.devices), load_devices())
+    if args.json:
+        import json
+
+        print(json.dumps(rep, indent=2))
+    else:
+        print(format_fleet(rep))
+    out = Path(args.output or Path(args.bundle).with_suffix("").as_posix() + ".fleet.html")
+    write_fleet_html(rep, out)
+    print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def cmd_devices(args) -> int:
     from mbuild.devices import load_devices
     from mbuild.devices.listing import devices_json, devices_table
@@ -313,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--min-sdk", type=int, default=21,
                    help="the app's minSdkVersion: min_api at or below it always holds on Play (default 21)")
     e.set_defaults(func=cmd_export)
+    f = sub.add_parser("fleet", help="which variant your users get and how fast, from a device-share table")
+    f.add_argument("bundle")
+    f.add_argument("--devices", required=True, help="CSV: device model name or identifier, share of users")
+    f.add_argument("-o", "--output", help="HTML report path (default: BUNDLE without suffix + .fleet.html)")
+    f.add_argument("--json", action="store_true", help="print the report as JSON")
+    f.set_defaults(func=cmd_fleet)
     d = sub.add_parser("devices", help="list the device database")
     d.add_argument("--json", action="store_true", help="every device and figure with its source, as JSON")
     d.set_defaults(func=cmd_devices)
