@@ -80,39 +80,72 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
+MARKERS = "osD^vP*Xhp<>"
+
+
+def size_error_points(doc: dict) -> tuple[list, list, list[str]]:
+    """(measured points, proxy points, why the rest are not drawn): one entry per variant, none lost."""
+    measured, proxy, missing = [], [], []
+    for v in doc["variants"]:
+        kb = (v.get("size_bytes") or 0) / 1024
+        m = _first_metrics(v)
+        val = v.get("validation") or {}
+        if "cosine" in m:
+            measured.append((v["id"], kb, m))
+            continue
+        pm = (val.get("proxy_estimate") or {}).get("metrics") or {}
+        pm = next(iter(pm.values()), {}) if pm else {}
+        if "cosine" in pm:
+            proxy.append((v["id"], kb, pm))
+        else:
+            missing.append(f"{v['id']} ({val.get('status', 'no validation')}"
+                           f"{': ' + val['reason'] if val.get('reason') else ''})")
+    return measured, proxy, missing
+
+
 def plot_size_vs_error(doc: dict) -> str:
-    """Scatter of model size against 1 - cosine (and accuracy drop when labels exist), one point per variant."""
+    """Size against 1 - cosine (and accuracy drop), one marker per variant, named in a legend (no labels to overlap).
+
+    Variants whose numeric check could not run here (Core ML on Linux) are drawn hollow at their proxy estimate
+    when the build made one, so every variant is on the plot or named in the caption below it.
+    """
     from matplotlib.figure import Figure
 
-    points = [(v["id"], v["size_bytes"] / 1024, _first_metrics(v)) for v in doc["variants"]]
-    measured = [(i, kb, m) for i, kb, m in points if "cosine" in m]
-    with_acc = [(i, kb, m) for i, kb, m in measured if "accuracy_drop" in m]
-    fig = Figure(figsize=(8.6 if with_acc else 5.6, 3.4))
+    measured, proxy, _ = size_error_points(doc)
+    with_acc = [(i, kb, m) for i, kb, m in measured + proxy if "accuracy_drop" in m]
+    fig = Figure(figsize=(9.6 if with_acc else 7.4, 3.6))
     axes = fig.subplots(1, 2 if with_acc else 1, squeeze=False)[0]
     ax = axes[0]
-    for vid, kb, m in measured:
-        err = max(1.0 - float(m["cosine"]), ERROR_FLOOR)
-        ax.scatter([kb], [err], s=46, zorder=3)
-        ax.annotate(vid, (kb, err), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    style = {vid: (f"C{k % 10}", MARKERS[k % len(MARKERS)]) for k, (vid, _, _) in enumerate(measured + proxy)}
+    for points, hollow in ((measured, False), (proxy, True)):
+        for vid, kb, m in points:
+            color, marker = style[vid]
+            err = max(1.0 - float(m["cosine"]), ERROR_FLOOR)
+            ax.scatter([kb], [err], s=52, zorder=3, marker=marker, label=vid + (" (proxy estimate)" if hollow else ""),
+                       facecolors="none" if hollow else color, edgecolors=color, linewidths=1.5)
     ax.set_yscale("log")
-    ax.margins(x=0.3, y=0.3)
+    ax.margins(x=0.15, y=0.3)
     ax.set_xlabel("size (KiB)")
     ax.set_ylabel("1 - cosine vs fp32 reference")
     ax.set_title("size vs error", fontsize=10)
     ax.grid(True, alpha=0.3)
-    if not measured:
+    if not measured and not proxy:
         ax.text(0.5, 0.5, "no variant has numeric validation\n(all skipped)", ha="center", va="center",
                 transform=ax.transAxes)
     if with_acc:
         ax2 = axes[1]
         for vid, kb, m in with_acc:
-            ax2.scatter([kb], [float(m["accuracy_drop"])], s=46, zorder=3)
-            ax2.annotate(vid, (kb, float(m["accuracy_drop"])), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax2.margins(x=0.3, y=0.3)
+            color, marker = style[vid]
+            hollow = any(vid == p[0] for p in proxy)
+            ax2.scatter([kb], [float(m["accuracy_drop"])], s=52, zorder=3, marker=marker,
+                        facecolors="none" if hollow else color, edgecolors=color, linewidths=1.5)
+        ax2.margins(x=0.15, y=0.3)
         ax2.set_xlabel("size (KiB)")
         ax2.set_ylabel("accuracy drop (percentage points)")
         ax2.set_title("size vs accuracy drop", fontsize=10)
         ax2.grid(True, alpha=0.3)
+    if measured or proxy:
+        fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     return _svg(fig)
 
@@ -124,9 +157,9 @@ def plot_latency(doc: dict, devices: dict) -> str:
     table, reasons = latency_by_class(doc, devices)
     classes = sorted({c for per in table.values() for c in per})
     variants = [vid for vid, per in table.items() if per]
-    fig = Figure(figsize=(8.6, 3.6))
+    fig = Figure(figsize=(9.6, 3.8))
     ax = fig.subplots()
-    ax.set_title("estimated latency per device class (back-of-the-envelope)", fontsize=10)
+    ax.set_title("estimated latency per device class (estimate, not measurement)", fontsize=10)
     if not classes:
         why = sorted({r.split(": ", 1)[1] for r in reasons}) or ["no capacity estimates in the bundle"]
         ax.text(0.5, 0.5, "no latency estimate for these variants:\n" + "\n".join(why[:4]), ha="center",
@@ -152,7 +185,7 @@ def plot_latency(doc: dict, devices: dict) -> str:
         if max(max(v) for per in table.values() for v in per.values()) / max(
                 min(min(v) for per in table.values() for v in per.values()), 1e-12) > 100:
             ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return _svg(fig)
@@ -206,6 +239,33 @@ def variant_table(doc: dict, measured: dict | None) -> str:
     return "<table>" + "\n".join(rows) + "</table>"
 
 
+def _size_error_caption(doc: dict) -> str:
+    _, proxy, missing = size_error_points(doc)
+    parts = []
+    if proxy:
+        parts.append(f"Hollow markers ({_e(', '.join(p[0] for p in proxy))}): the numeric check could not run on "
+                     "this host; drawn at the build's proxy estimate, not a measurement of the variant.")
+    if missing:
+        parts.append(f"Not on the plot: {_e('; '.join(missing))}.")
+    return f"<p class=note>{' '.join(parts)}</p>" if parts else ""
+
+
+def _latency_caption(doc: dict, devices: dict) -> str:
+    table, _ = latency_by_class(doc, devices)
+    classes = sorted({c for per in table.values() for c in per})
+    notes = []
+    for v in doc["variants"]:
+        have = set(table.get(v["id"], {}))
+        if not have:
+            reasons = sorted({(e.get("reason") or "") for e in (v.get("capacity") or {}).values()} - {""})
+            why = "; ".join(reasons) if reasons else "its requirements exclude every device in the database"
+            notes.append(f"{v['id']}: no bar ({why})")
+        elif have != set(classes):
+            notes.append(f"{v['id']}: no bar for {', '.join(sorted(set(classes) - have))} (no device of the class "
+                         "meets its requirements, or no estimate there)")
+    return _e(" | ".join(notes))
+
+
 def diff_section(d: dict) -> str:
     o = d["old"]
     items = []
@@ -216,6 +276,9 @@ def diff_section(d: dict) -> str:
     for vid, ch in d["changed"].items():
         sub = "".join(f"<li>{_e(k)}: {_e(format_change(k, a, b))}</li>" for k, (a, b) in ch["changes"].items())
         items.append(f"<li>~ {_e(vid)}<ul>{sub}</ul></li>")
+    if d.get("selection"):
+        before, after = d["selection"]
+        items.append(f"<li>selection order: {_e(' > '.join(before or []))} -&gt; {_e(' > '.join(after or []))}</li>")
     if d["unchanged"]:
         items.append(f"<li>= unchanged: {_e(', '.join(d['unchanged']))}</li>")
     if not items:
@@ -245,9 +308,11 @@ def render_report(doc: dict, *, measured: dict | None = None, diff: dict | None 
          "reproducible bundle.</p>"),
         "<h2>Plots</h2>",
         f"<div class=plot>{plot_size_vs_error(doc)}</div>",
+        _size_error_caption(doc),
         f"<div class=plot>{plot_latency(doc, devices)}</div>",
-        ("<p class=note>Latency estimates are back-of-the-envelope: FLOPs / (peak x efficiency) x thermal "
-         "derating, per device in the database, grouped by platform and era; bars are medians, whiskers min-max.</p>"),
+        ("<p class=note>Latency estimates (docs/devices.md): a roofline (FLOPs against peak, bytes against "
+         "memory bandwidth) plus a fixed per-inference overhead, per device in the database, grouped by platform "
+         "and era; bars are medians, whiskers min-max. " + _latency_caption(doc, devices) + "</p>"),
     ]
     if reasons:
         uniq = sorted({r.split(": ", 1)[1] for r in reasons})
