@@ -74,6 +74,10 @@ def check_budget(budget: dict, numbers: dict[str, Any]) -> list[dict]:
 
 def _check_estimate(spec: dict, estimates: dict[str, tuple[str, float | None]]) -> list[dict]:
     limit = float(spec["ms"])
+    if not spec.get("device") and not spec.get("device_class"):
+        return [{"metric": "budget.estimated_latency_ms_max", "tolerance": "estimated_latency_ms_max", "limit": limit,
+                 "value": None, "message": "budget: estimated_latency_ms_max names neither a device nor a "
+                                           "device_class, so it cannot be checked"}]
     wanted = spec.get("device") or spec.get("device_class")
     key = "device" if spec.get("device") else "device_class"
     picked = {dev: ms for dev, (cls, ms) in estimates.items() if (dev if key == "device" else cls) == wanted}
