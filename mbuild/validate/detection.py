@@ -65,7 +65,8 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    same = np.all(a[:, None, :] == b[None, :, :], axis=-1)  # two identical empty boxes agree
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), np.where(same, 1.0, 0.0))
 
 
 def decode_sample(boxes: np.ndarray, scores: np.ndarray, cfg: DetectionConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
