@@ -79,6 +79,8 @@ def run_variant(manifest: Manifest, target_name: str) -> dict:
     if target.recipe == "auto":
         line += f"; recipe: auto chose {record['recipe']!r}"
     print(line)
+    for flag in record.get("flags", []):
+        print(f"warning: variant:{manifest.name}/{target_name}: {flag}")
     return record
 
 
@@ -169,6 +171,9 @@ def build_variant(ctx: BuildContext) -> dict:
         "requirements": runtime.requirements(ctx.manifest, ctx.target), "lint": lints,
         "versions": {"mbuild": __version__, **runtime.versions()},
     })
+    from mbuild.recipes.census import apply_census, size_flags
+
+    record["flags"] = apply_census(record, ctx.recipe) + size_flags(record, ctx)
     return record
 
 

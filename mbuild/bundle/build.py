@@ -129,6 +129,7 @@ def variant_entry(manifest, name, record, report, source, stored) -> dict:
         "accelerator_coverage": record.get("lint", []),
         "io": record.get("io", {}),
         "notes": record.get("notes", []),
+        "flags": record.get("flags", []),
         "converters": record.get("versions", {}),
     }
     if record.get("search"):

@@ -437,3 +437,20 @@ def test_enumerated_shapes(tmp_path):
 def _ops(spec):
     fn = spec.mlProgram.functions["main"]
     return fn.block_specializations[fn.opset].operations
+
+
+def test_weight_census_decides_the_recorded_precision(tmp_path):
+    """Core ML keeps LSTM weights in float32 under fp16 compute precision: the census says so, and flags it."""
+    from dataclasses import asdict
+
+    from mbuild.recipes.census import apply_census
+
+    ctx, variant = _toy(tmp_path, "LstmNet", "seq", [1, 5, 8])
+    record = asdict(variant)
+    flags = apply_census(record, ctx.recipe)
+    census = record["quantization"]["weights_census"]
+    assert census["float32"]["share"] > 0.9 and record["quantization"]["weights"] == "float32"
+    assert record["quantization"]["weights_stated_by_converter"] == "float16"
+    assert flags and "float32" in flags[0] and "lstm" in flags[0]
+    assert "float32" in record["quantization"]["summary"]
+    assert sum(v["tensors"] for v in census.values()) == variant.audit["weight_tensors"]
