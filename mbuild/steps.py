@@ -247,6 +247,8 @@ def check_variant(ctx: BuildContext, record: dict, *, measure: bool = True) -> d
                 validation["proxy_estimate"] = {
                     "label": "proxy estimate - NOT a measurement of this variant",
                     "runtime": p.runtime, "metrics": compare_outputs(reference, p.outputs, specs, labels)}
+            elif p is not None:
+                validation["proxy_note"] = p.skipped_reason
         latency = None
     else:
         ref_streams = read_outputs(ctx.source_dir / "reference.npz", prefix="stream")
