@@ -30,8 +30,27 @@ def compare_outputs(reference: dict[str, np.ndarray], outputs: dict[str, np.ndar
             from mbuild.validate.stream import stream_metrics
 
             m.update(stream_metrics(streams[0][name], streams[1][name]))
-        result[name] = _rounded(m)
+        result[name] = _rounded(with_label_names(m, spec))
     return result
+
+
+def with_label_names(m: dict, spec: "OutputSpec") -> dict:
+    """Class indices in the record shown by name too, when the output declares a labels file."""
+    if spec.labels is None:
+        return m
+    from mbuild.sources.declarations import read_labels_file
+
+    names = read_labels_file(spec.labels)
+
+    def name(i):
+        return names[i] if isinstance(i, int) and 0 <= i < len(names) else None
+
+    if m.get("worst_class") is not None:
+        m["worst_class_label"] = name(m["worst_class"])
+    tokens = m.get("worst_tokens")
+    if tokens:
+        m["worst_text"] = {k: "".join(name(t) or "?" for t in v) for k, v in tokens.items()}
+    return m
 
 
 def output_metrics(ref, out, spec: "OutputSpec", res: Resolved, labels, reference: dict, outputs: dict) -> dict:

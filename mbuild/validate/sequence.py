@@ -50,7 +50,13 @@ def sequence_metrics(ref: np.ndarray, out: np.ndarray, vocab_axis: int, time_axi
     total = sum(len(a) for a in r)
     errors = sum(edit_distance(a, b) for a, b in zip(r, o))
     worst = int(np.argmin([1.0 if not a else 1 - edit_distance(a, b) / len(a) for a, b in zip(r, o)])) if r else None
-    return {"exact_match": float(np.mean(exact)) if exact else None,
-            "cer": errors / total if total else None,
-            "tokens": total, "worst_sample": worst,
-            "empty_reference_samples": sum(1 for a in r if not a)}
+    result = {"exact_match": float(np.mean(exact)) if exact else None,
+              "cer": errors / total if total else None,
+              "tokens": total, "worst_sample": worst,
+              "empty_reference_samples": sum(1 for a in r if not a)}
+    if worst is not None:
+        result["worst_tokens"] = {"reference": r[worst][:MAX_SHOWN], "variant": o[worst][:MAX_SHOWN]}
+    return result
+
+
+MAX_SHOWN = 64

@@ -34,7 +34,11 @@ def task_figures(m: dict) -> list[str]:
         return [f"embedding cosine {_fmt(m.get('embedding_cosine'))} (worst {_fmt(m.get('embedding_cosine_worst'))})",
                 f"nn agreement {_fmt(m.get('nn_agreement'))}"]
     if kind == "sequence":
-        return [f"exact match {_fmt(m.get('exact_match'))}", f"CER {_fmt(m.get('cer'))}"]
+        parts = [f"exact match {_fmt(m.get('exact_match'))}", f"CER {_fmt(m.get('cer'))}"]
+        text = m.get("worst_text")
+        if text and text["reference"] != text["variant"]:
+            parts.append(f"worst: {text['reference']!r} -> {text['variant']!r}")
+        return parts
     if kind == "regression":
         return [f"range error {_fmt(m.get('range_error'), pct=True)} of [{_range(m.get('range'))}]"]
     return []

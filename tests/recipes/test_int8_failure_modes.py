@@ -94,6 +94,8 @@ def test_concatenated_ranges_are_detected_and_fixed_by_keep_outputs_float(tmp_pa
                "  int8-float-head: {quantize: {scheme: static, granularity: per_tensor, keep_outputs_float: true}}")
     targets = (f"  plain: {{runtime: {runtime}, recipe: int8}}\n"
                f"  fixed: {{runtime: {runtime}, recipe: int8-float-head}}")
+    if runtime == "onnxruntime":  # recipe: auto must never pick the collapsed (smaller) int8
+        targets += "\n  auto: {runtime: onnxruntime, recipe: auto, candidates: [int8, int8-float-head]}"
     project = _project(tmp_path, "det", models.boxes_and_scores_model(), recipes, targets, kind=DETECTION)
     proc = run_doit(project)
     plain = _report(project, "det", "plain")["validation"]
@@ -110,6 +112,10 @@ def test_concatenated_ranges_are_detected_and_fixed_by_keep_outputs_float(tmp_pa
     assert variant["audit"]["status"] == "full" and variant["audit"]["kept_float"]
     if runtime == "onnxruntime":
         assert {"head_concat", "score_sigmoid"} <= set(variant["quantization"]["excluded"])
+        search = _variant(project, "det", "auto")["search"]
+        assert search["chosen"] == "int8-float-head", search
+        (tried,) = [a for a in search["attempts"] if a["recipe"] == "int8"]
+        assert tried["status"] == "failed" and any("recall" in f for f in tried["task_failures"])
 
 
 def test_exclude_auto_finds_the_two_damaging_layers(tmp_path):
