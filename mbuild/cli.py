@@ -66,7 +66,13 @@ def cmd_inspect(args) -> int:
     from mbuild.bundle.inspect import format_bundle
     from mbuild.bundle.verify import read_bundle_json
 
-    print(format_bundle(read_bundle_json(Path(args.bundle))))
+    doc = read_bundle_json(Path(args.bundle))
+    if args.json:
+        import json
+
+        print(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False))
+        return 0
+    print(format_bundle(doc))
     return 0
 
 
@@ -283,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
     i = sub.add_parser("inspect", help="show a bundle's variants, sizes, quantization and validation")
     i.add_argument("bundle")
+    i.add_argument("--json", action="store_true", help="print bundle.json (every variant, output and metric)")
     i.set_defaults(func=cmd_inspect)
     ve = sub.add_parser("verify", help="check a bundle's schema, checksums and paths (and signature)")
     ve.add_argument("bundle")

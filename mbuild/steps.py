@@ -80,7 +80,23 @@ def run_variant(manifest: Manifest, target_name: str) -> dict:
     if target.recipe == "auto":
         line += f"; recipe: auto chose {record['recipe']!r}"
     print(line)
+    for flag in record.get("flags", []):
+        print(f"warning: variant:{manifest.name}/{target_name}: {flag}")
     return record
+
+
+def _fp16_lines(report: dict) -> list[str]:
+    found = report.get("fp16_range") or {}
+    lines = []
+    if found.get("overflow"):
+        names = ", ".join(f"{t['tensor']} (|x| up to {t['max_abs']:.4g})" for t in found["overflow"][:5])
+        lines.append(f"activations above fp16's largest value 65504 on the calibration/validation data: {names}; "
+                     "an fp16 GPU/ANE run overflows to inf there (the host fp16 check does not show it)")
+    if found.get("underflow"):
+        names = ", ".join(f"{t['tensor']} ({t['subnormal_share']:.0%} below 6.1e-5)" for t in found["underflow"][:5])
+        lines.append(f"activations that live below fp16's smallest normal value: {names}; they lose precision or "
+                     "flush to zero on fp16 hardware")
+    return lines
 
 
 def record_optional_failure(manifest: Manifest, target_name: str, step: str, reason: str) -> None:
@@ -157,6 +173,9 @@ def build_variant(ctx: BuildContext) -> dict:
                          **target_soc_rules(ctx.manifest, ctx.target.name)}, "lint": lints,
         "versions": {"mbuild": __version__, **runtime.versions()},
     })
+    from mbuild.recipes.census import apply_census, size_flags
+
+    record["flags"] = apply_census(record, ctx.recipe) + size_flags(record, ctx)
     return record
 
 
@@ -178,7 +197,7 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
     if v["status"] == "skipped":
         line += f" ({v['reason']})"
     else:
-        line += " - " + ", ".join(_headline(m) for m in v["metrics"].values())
+        line += " - " + headline(v["metrics"])
     lat = report.get("latency")
     if lat and lat.get("median_ms") is not None:
         line += f"; host latency {lat['median_ms']:.3f} ms"
@@ -187,6 +206,8 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
         if lat.get("flag"):
             line += f" - FLAG: {lat['flag']}"
     print(line)
+    for finding in _fp16_lines(report):
+        print(f"warning: check:{manifest.name}/{target_name}: {finding}")
     from mbuild.validate.budget import apply_budget
 
     if apply_budget(manifest, target_name, record, report, read_json(ctx.source_dir / "source.json")):
@@ -201,17 +222,15 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
     return report
 
 
-def _headline(m: dict) -> str:
-    parts = [f"cosine {m['cosine']:.5f}"]
-    if "accuracy" in m:
-        parts.append(f"accuracy {m['accuracy']:.2f}% (ref {m['reference_accuracy']:.2f}%)")
-    elif "top1_agreement" in m:
-        parts.append(f"top-1 agreement {m['top1_agreement']:.4f}")
-    return ", ".join(parts)
+def headline(metrics: dict) -> str:
+    """Every output's key figures in one line: its task metric first, then the tensor agreement."""
+    from mbuild.validate.summary import output_headline
+
+    return "; ".join(f"{name}: {output_headline(m)}" for name, m in metrics.items())
 
 
 def check_variant(ctx: BuildContext, record: dict, *, measure: bool = True) -> dict:
-    from mbuild.sources.data import read_labels
+    from mbuild.sources.data import read_labels, read_outputs
     from mbuild.validate import check_tolerance, compare_outputs
 
     runtime = get_runtime(ctx.target.runtime)
@@ -219,7 +238,7 @@ def check_variant(ctx: BuildContext, record: dict, *, measure: bool = True) -> d
     inputs = ctx.validation_inputs()
     reference = ctx.reference_outputs()
     labels = read_labels(ctx.source_dir / "data" / "validation.npz")
-    kinds = {n: o.kind for n, o in ctx.manifest.outputs.items()}
+    specs = ctx.manifest.outputs
     tolerance = tolerance_for(ctx.manifest, ctx.target, ctx.recipe)
     source = read_json(ctx.source_dir / "source.json")
     data_kind = source["data"]["validation"]["kind"]
@@ -233,20 +252,52 @@ def check_variant(ctx: BuildContext, record: dict, *, measure: bool = True) -> d
             if p is not None and p.outputs is not None:
                 validation["proxy_estimate"] = {
                     "label": "proxy estimate - NOT a measurement of this variant",
-                    "runtime": p.runtime, "metrics": compare_outputs(reference, p.outputs, kinds, labels)}
+                    "runtime": p.runtime, "metrics": compare_outputs(reference, p.outputs, specs, labels)}
+            elif p is not None:
+                validation["proxy_note"] = p.skipped_reason
         latency = None
     else:
-        metrics = compare_outputs(reference, result.outputs, kinds, labels)
-        failures = check_tolerance(metrics, tolerance)
+        ref_streams = read_outputs(ctx.source_dir / "reference.npz", prefix="stream")
+        streams = (ref_streams, _variant_streams(runtime, ctx, artifact, inputs)) if ref_streams else None
+        metrics = compare_outputs(reference, result.outputs, specs, labels, streams)
+        failures, notes = check_tolerance(metrics, tolerance)
         validation.update({"status": "failed" if failures else "passed", "metrics": metrics, "failures": failures,
                            "synthetic": data_kind == "synthetic"})
+        if notes:
+            validation["notes"] = notes
         if failures and ctx.recipe.quantize and measure:
             validation["attribution"] = _attribution(runtime, ctx, artifact, inputs)
         if measure:
             latency = _latency(runtime, ctx, result, record)
         else:  # the search still wants a speed figure; this run already timed every sample
             latency = {"median_ms": round(statistics.median(result.latency_ms), 4)} if result.latency_ms else None
-    return {"target": ctx.target.name, "recipe": ctx.recipe.name, "validation": validation, "latency": latency}
+    report = {"target": ctx.target.name, "recipe": ctx.recipe.name, "validation": validation, "latency": latency}
+    if ctx.recipe.precision == "fp16":
+        report["fp16_range"] = fp16_range_findings(source)
+    return report
+
+
+def _variant_streams(runtime, ctx: BuildContext, artifact: Path, inputs: dict) -> dict:
+    """The variant over the same stream as the reference, consuming the state it produces itself."""
+    from mbuild.validate.stream import run_stream
+
+    feedback = {n: s.state_input for n, s in ctx.manifest.outputs.items() if s.state_input}
+
+    def step(feed):
+        r = runtime.run(ctx, artifact, feed)
+        if r.outputs is None:
+            raise BuildError(f"the variant could not run a stream step: {r.skipped_reason}")
+        return r.outputs
+
+    return run_stream(step, inputs, feedback)
+
+
+def fp16_range_findings(source: dict) -> dict:
+    """Activations the source analysis found outside fp16's range (host ORT fp16 does not emulate GPU/ANE overflow)."""
+    ranges = (source.get("analysis") or {}).get("fp16_range") or {}
+    return {"overflow": ranges.get("overflow", []), "underflow": ranges.get("underflow", []),
+            "checked_tensors": ranges.get("checked_tensors"), "samples": ranges.get("samples"),
+            "note": ranges.get("note", "")}
 
 
 def _attribution(runtime, ctx, artifact, inputs):

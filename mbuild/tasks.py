@@ -102,9 +102,17 @@ def _files_in(paths) -> list[Path]:
     return out
 
 
+def _recipe_names(m: Manifest, target) -> tuple[str, ...]:
+    return (target.candidates or tuple(m.recipes)) if target.recipe == "auto" else (target.recipe,)
+
+
 def _recipe_part(m: Manifest, target) -> dict:
-    names = (target.candidates or tuple(m.recipes)) if target.recipe == "auto" else (target.recipe,)
-    return {n: m.raw.get("recipes", {}).get(n) for n in names}
+    return {n: m.raw.get("recipes", {}).get(n) for n in _recipe_names(m, target)}
+
+
+def _searches_exclusions(m: Manifest, target) -> bool:
+    """'exclude: auto' checks candidates while building, so the variant depends on the tolerance too."""
+    return any((q := m.recipes[n].quantize) is not None and q.exclude == "auto" for n in _recipe_names(m, target))
 
 
 def variant_task(m: Manifest, name: str) -> dict:
@@ -116,8 +124,10 @@ def variant_task(m: Manifest, name: str) -> dict:
     deps = {"target": m.raw["targets"][name], "recipes": _recipe_part(m, target),
             "io": m.part("name", "version", "inputs", "outputs", "description", "author"),
             "mbuild": __version__, "versions": runtime.versions()}
-    if target.recipe == "auto":
-        deps["validate"] = m.raw.get("validate")
+    if target.recipe == "auto" or _searches_exclusions(m, target):
+        from mbuild.recipes import tolerance_inputs
+
+        deps["validate"] = tolerance_inputs(m, target, _recipe_names(m, target))
     return {
         "name": f"{m.name}/{name}",
         "doc": f"{target.runtime} variant for target {name}",
@@ -134,7 +144,9 @@ def check_task(m: Manifest, name: str) -> dict:
 
     lay = layout_for(m)
     target = m.targets[name]
-    deps = {"validate": m.raw.get("validate"), "target_validate": target.validate, "outputs": m.raw["outputs"],
+    from mbuild.recipes import tolerance_inputs
+
+    deps = {"tolerance": tolerance_inputs(m, target, _recipe_names(m, target)), "outputs": m.raw["outputs"],
             "mbuild": __version__, "versions": get_runtime(target.runtime).versions(),
             "budget": [m.raw.get("budget"), (m.raw["targets"].get(name) or {}).get("budget")]}
     return {

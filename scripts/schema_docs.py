@@ -60,6 +60,13 @@ def render() -> str:
             out += _table(props, node.get("required", []), defs)
         else:
             out += [f"Type: {_type(node, defs)}"]
+        for sub in node.get("allOf", []):
+            then = sub.get("then", {})
+            cond = sub.get("if", {}).get("properties", {})
+            if "properties" in then and cond:
+                key, value = next(iter(cond.items()))
+                out += ["", f"### {name} with `{key}: {value.get('const')}`", ""]
+                out += _table(then["properties"], then.get("required", []), defs)
     out += ["", "## Rules beyond the schema", "",
             "- Paths are relative to the file that writes them and may not leave the project root (symlinks resolved).",
             "- `extends:` merges mappings key by key; the extending file wins; cycles are refused.",
@@ -67,8 +74,17 @@ def render() -> str:
             "- A data set gives either `npz` or `synthetic`; its `inputs` must name declared inputs.",
             "- A static recipe needs a calibration data set (`calibration:`, default: the data set named `calibration`).",
             "- Each runtime refuses, before anything builds, sources and recipes it cannot build (see the README's support matrix).",
-            "- Tolerances apply in this order, later wins: the recipe family's defaults, `validate.default`, "
-            "`validate.<recipe>`, the target's `validate`.", ""]
+            "- Tolerances apply in this order, later wins: the defaults for the recipe family and the output's kind, "
+            "`validate.default`, `validate.<recipe>`, the target's `validate`; at each level its general keys, then its "
+            "`outputs.<name>` entry. The defaults are listed in docs/recipes.md.",
+            "- Axes of outputs (`axis`, a part's `axis`) count the model's own output shape, batch axis included; "
+            "negative axes count from the end. A classification output without `axis` must have exactly one axis "
+            "longer than 1; nothing else is guessed.",
+            "- Output declarations are checked against the real model at `source:` time: count and order (names for "
+            "ONNX and TensorFlow sources), a declared `shape`/`dtype`, class axis against the `labels` file's line count "
+            "and the data set's labels, detection parts inside their axis, a state output against its input's shape.",
+            "- Output and input names may be any tensor name (quote names holding `:` or `/`); the bundle records a "
+            "`safe_name` beside each.", ""]
     return "\n".join(out)
 
 

@@ -70,6 +70,9 @@ def build_bundle(manifest: "Manifest") -> Path:
             stored.append({"path": f"variants/{name}/{f}", "sha256": sha256_tree(p), "size_bytes": record["size_bytes"]
                            if f == record["artifact"] else record["files_size_bytes"][f]})
         variants.append(variant_entry(manifest, name, record, report, source, stored))
+    for out in manifest.outputs.values():
+        if out.labels is not None:
+            entries[f"labels/{out.safe_name}.txt"] = out.labels
     bundle = bundle_document(manifest, source, variants)
     bundle["build_id"] = digest({"bundle": bundle, "files": {k: sha256_tree(v) if isinstance(v, Path) else
                                                               hashlib.sha256(v).hexdigest() for k, v in entries.items()}})[:32]
@@ -126,6 +129,7 @@ def variant_entry(manifest, name, record, report, source, stored) -> dict:
         "accelerator_coverage": record.get("lint", []),
         "io": record.get("io", {}),
         "notes": record.get("notes", []),
+        "flags": record.get("flags", []),
         "converters": record.get("versions", {}),
     }
     if record.get("search"):
@@ -175,10 +179,27 @@ def bundle_document(manifest: "Manifest", source: dict, variants: list[dict]) ->
         "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "layout": i.layout,
                     "range": list(i.range) if i.range else None, "image": i.image}
                    for i in manifest.inputs.values()],
-        "outputs": [{"name": o.name, "kind": o.kind} for o in manifest.outputs.values()],
+        "outputs": [output_entry(o, (source.get("outputs") or {}).get(o.name, {})) for o in manifest.outputs.values()],
         "variants": variants,
         "selection": selection_rules(manifest, variants),
     }
+
+
+def output_entry(spec, semantics: dict) -> dict:
+    """An output as an app needs it: its name (and the model's tensor name), what it means, its labels file."""
+    entry = {"name": spec.name, "safe_name": spec.safe_name, "kind": spec.kind}
+    if spec.tensor:
+        entry["tensor"] = spec.tensor
+    for key in ("shape", "dtype", "axis", "classes", "parts"):
+        if semantics.get(key) is not None:
+            entry[key] = semantics[key]
+    if spec.kind == "sequence":
+        entry["decode"] = {"method": spec.decode, "blank": spec.blank}
+    if spec.state_input:
+        entry["state"] = {"input": spec.state_input}
+    if spec.labels is not None:
+        entry["labels"] = f"labels/{spec.safe_name}.txt"
+    return entry
 
 
 def build_report(bundle: dict, records, omitted: dict[str, str]) -> dict:

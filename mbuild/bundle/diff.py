@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 # metrics shown per output, most telling first; absent ones are skipped
-METRICS = ("cosine", "accuracy", "accuracy_drop", "top1_agreement", "max_abs", "rmse", "snr_db")
+METRICS = ("recall", "precision", "box_iou", "score_error_max", "exact_match", "cer", "mask_iou", "pixel_agreement",
+           "embedding_cosine", "embedding_cosine_worst", "nn_agreement", "range_error", "stream_cosine",
+           "accuracy", "accuracy_drop", "top1_agreement", "top1_agreement_confident", "cosine", "channel_snr_db_min",
+           "max_abs", "rmse", "snr_db")
 
 
 def variant_facts(v: dict) -> dict:
@@ -29,6 +32,10 @@ def variant_facts(v: dict) -> dict:
         for m in METRICS:
             if m in metrics:
                 facts[f"{output}.{m}"] = metrics[m]
+        for part, pm in sorted((metrics.get("parts") or {}).items()):
+            for m in ("cosine", "channel_snr_db_min"):
+                if m in pm:
+                    facts[f"{output}.{part}.{m}"] = pm[m]
     for k, value in sorted((v.get("requirements") or {}).items()):
         facts[f"requires.{k}"] = value
     return facts

@@ -13,25 +13,51 @@ def _size(n: int | None) -> str:
 
 
 def _metric(v: dict) -> str:
+    """Status and the key figure of every output (an estimate is labelled so in the same cell)."""
+    from mbuild.validate.summary import key_metric
+
     val = v.get("validation", {})
     status = val.get("status", "?")
     if status == "skipped":
         proxy = val.get("proxy_estimate")
         tail = ""
         if proxy:
-            m = next(iter(proxy["metrics"].values()))
-            tail = f"; proxy estimate cosine {m.get('cosine', float('nan')):.4f}"
+            tail = f"; ESTIMATE by proxy, not measured: {key_metric(proxy['metrics'])}"
+        elif val.get("proxy_note"):
+            tail = f"; {val['proxy_note']}"
         return f"skipped ({val.get('reason', '')}){tail}"
     metrics = val.get("metrics") or {}
     if not metrics:
         return status
-    m = next(iter(metrics.values()))
-    parts = [status, f"cos {m['cosine']:.5f}"]
-    if "accuracy" in m:
-        parts.append(f"acc {m['accuracy']:.2f}% (ref {m['reference_accuracy']:.2f}%)")
-    elif "top1_agreement" in m:
-        parts.append(f"top1 {m['top1_agreement']:.3f}")
-    return " ".join(parts)
+    return f"{status} {key_metric(metrics)}"
+
+
+def output_lines(doc: dict) -> list[str]:
+    """Per output: what it is, then every variant's figures for it (every output, not just the first)."""
+    from mbuild.validate.summary import output_headline
+
+    lines = []
+    for out in doc.get("outputs", []):
+        name = out["name"]
+        desc = f"{name} ({out.get('kind', 'generic')}"
+        if out.get("shape"):
+            desc += f", shape {out['shape']}"
+        if out.get("classes"):
+            desc += f", {out['classes']} classes"
+        if out.get("labels"):
+            desc += f", labels {out['labels']}"
+        lines.append(desc + "):")
+        for v in doc["variants"]:
+            val = v.get("validation") or {}
+            m = (val.get("metrics") or {}).get(name)
+            if m is None:
+                proxy = ((val.get("proxy_estimate") or {}).get("metrics") or {}).get(name)
+                text = f"ESTIMATE by proxy, not measured: {output_headline(proxy)}" if proxy else val.get("status", "?")
+            else:
+                text = output_headline(m)
+            failed = [f["message"] for f in val.get("failures") or [] if f.get("output") == name]
+            lines.append(f"  {v['id']}: {text}" + (f"  FAILED: {'; '.join(failed)}" if failed else ""))
+    return lines
 
 
 def _coverage(v: dict) -> str:
@@ -60,10 +86,17 @@ def format_bundle(doc: dict) -> str:
     for r in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
     lines.append("")
+    lines += output_lines(doc)
+    lines.append("")
     lines.append("accelerator coverage (static estimates unless marked analyzer/measured):")
     for v in doc["variants"]:
         lines.append(f"  {v['id']}: {_coverage(v)}")
     lines.append("")
+    flagged = [(v["id"], f) for v in doc["variants"] for f in v.get("flags") or []]
+    if flagged:
+        lines.append("flags:")
+        lines += [f"  {vid}: {f}" for vid, f in flagged]
+        lines.append("")
     lines.append("requirements:")
     for v in doc["variants"]:
         req = ", ".join(f"{k}={val}" for k, val in v["requirements"].items() if val is not None)
@@ -75,9 +108,10 @@ def format_bundle(doc: dict) -> str:
         lines += ["", f"{v['id']}: {search['kind']} search" + (f" chose {search['chosen']!r} ({search['rule']})"
                                                                if search.get("chosen") else "")]
         for a in search["attempts"]:
-            m = next(iter((a.get("metrics") or {}).values()), {})
+            from mbuild.validate.summary import key_metric
+
             size = _size(a.get("size_bytes")) if a.get("size_bytes") else "-"
-            cos = f"cos {m['cosine']:.5f}" if "cosine" in m else ""
+            cos = key_metric(a.get("metrics") or {})
             why = "; ".join(a.get("failures", [])) or a.get("reason", "")
             excl = f" float: {', '.join(a['excluded'])}" if a.get("excluded") else ""
             speed = f"  {a['host_median_ms']:.3f} ms on host" if a.get("host_median_ms") is not None else ""

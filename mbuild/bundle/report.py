@@ -65,9 +65,45 @@ def latency_by_class(doc: dict, devices: dict) -> tuple[dict[str, dict[str, list
     return out, reasons
 
 
-def _first_metrics(v: dict) -> dict:
+def _worst_metrics(v: dict) -> dict:
+    """The plotted figures of a variant: its worst cosine over every output (and the accuracy drop, if any)."""
     metrics = (v.get("validation") or {}).get("metrics") or {}
-    return next(iter(metrics.values()), {}) if metrics else {}
+    out: dict = {}
+    cosines = [m["cosine"] for m in metrics.values() if m.get("cosine") is not None]
+    if cosines:
+        out["cosine"] = min(cosines)
+    drops = [m["accuracy_drop"] for m in metrics.values() if m.get("accuracy_drop") is not None]
+    if drops:
+        out["accuracy_drop"] = max(drops)
+    return out
+
+
+def output_panels(doc: dict) -> str:
+    """One task-metric table per output: every variant's figures for that output (estimates labelled)."""
+    from mbuild.validate.summary import output_headline
+
+    html_parts = []
+    for out in doc.get("outputs", []):
+        name = out["name"]
+        rows = ["<tr><th>variant</th><th>status</th><th>task and tensor metrics</th></tr>"]
+        for v in doc["variants"]:
+            val = v.get("validation") or {}
+            m = (val.get("metrics") or {}).get(name)
+            proxy = ((val.get("proxy_estimate") or {}).get("metrics") or {}).get(name)
+            if m is not None:
+                text = _e(output_headline(m))
+            elif proxy is not None:
+                text = "<i>estimate by proxy, not measured:</i> " + _e(output_headline(proxy))
+            else:
+                text = _e(val.get("reason") or "-")
+            failed = [f["message"] for f in val.get("failures") or [] if f.get("output") == name]
+            if failed:
+                text += "<br><span class=failed>" + "<br>".join(_e(f) for f in failed) + "</span>"
+            rows.append(f"<tr><td><b>{_e(v['id'])}</b></td><td><span class=\"{_e(val.get('status'))}\">"
+                        f"{_e(val.get('status'))}</span></td><td>{text}</td></tr>")
+        desc = f"{out.get('kind', 'generic')}" + (f", shape {out['shape']}" if out.get("shape") else "")
+        html_parts.append(f"<h3>{_e(name)} <span class=meta>({_e(desc)})</span></h3><table>{''.join(rows)}</table>")
+    return "\n".join(html_parts)
 
 
 def _svg(fig) -> str:
@@ -88,13 +124,12 @@ def size_error_points(doc: dict) -> tuple[list, list, list[str]]:
     measured, proxy, missing = [], [], []
     for v in doc["variants"]:
         kb = (v.get("size_bytes") or 0) / 1024
-        m = _first_metrics(v)
+        m = _worst_metrics(v)
         val = v.get("validation") or {}
         if "cosine" in m:
             measured.append((v["id"], kb, m))
             continue
-        pm = (val.get("proxy_estimate") or {}).get("metrics") or {}
-        pm = next(iter(pm.values()), {}) if pm else {}
+        pm = _worst_metrics({"validation": {"metrics": (val.get("proxy_estimate") or {}).get("metrics") or {}}})
         if "cosine" in pm:
             proxy.append((v["id"], kb, pm))
         else:
@@ -126,7 +161,7 @@ def plot_size_vs_error(doc: dict) -> str:
     ax.set_yscale("log")
     ax.margins(x=0.15, y=0.3)
     ax.set_xlabel("size (KiB)")
-    ax.set_ylabel("1 - cosine vs fp32 reference")
+    ax.set_ylabel("1 - worst output cosine vs fp32 reference")
     ax.set_title("size vs error", fontsize=10)
     ax.grid(True, alpha=0.3)
     if not measured and not proxy:
@@ -200,17 +235,15 @@ def _num(n) -> str:
 
 
 def _validation_cell(v: dict) -> str:
+    from mbuild.validate.summary import key_metric
+
     val = v.get("validation") or {}
     status = val.get("status", "?")
-    m = _first_metrics(v)
     parts = [f'<span class="{_e(status)}">{_e(status)}</span>']
     if status == "skipped":
         parts.append(_e(val.get("reason", "")))
-    if "cosine" in m:
-        parts.append(f"cos {m['cosine']:.5f}")
-    if "accuracy" in m:
-        parts.append(f"acc {m['accuracy']:.2f}%" + (f" (ref {m['reference_accuracy']:.2f}%)"
-                                                    if "reference_accuracy" in m else ""))
+    if val.get("metrics"):
+        parts.append(_e(key_metric(val["metrics"])))
     for f in val.get("failures") or []:
         parts.append(_e(f.get("message", "")))
     return "<br>".join(parts)
@@ -306,6 +339,7 @@ def render_report(doc: dict, *, measured: dict | None = None, diff: dict | None 
         (f"<p class=note>selection order: {_e(' > '.join(sel.get('order') or []))}; fallback: "
          f"{_e(sel.get('fallback'))}. Host latency is measured on the build machine and kept out of the "
          "reproducible bundle.</p>"),
+        "<h2>Outputs</h2>", output_panels(doc),
         "<h2>Plots</h2>",
         f"<div class=plot>{plot_size_vs_error(doc)}</div>",
         _size_error_caption(doc),

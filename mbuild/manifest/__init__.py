@@ -140,10 +140,11 @@ def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
             range=tuple(rng) if rng else None, layout=spec.get("layout", "any"),
             shapes=tuple(tuple(s) for s in spec.get("shapes", ())), image=spec.get("image"))
     outputs = {
-        name: OutputSpec(name=name, kind=spec.get("kind", "generic"),
-                         labels=need_file(spec["labels"], ("outputs", name, "labels")) if "labels" in spec else None)
+        name: OutputSpec.from_dict(
+            name, spec, labels=need_file(spec["labels"], ("outputs", name, "labels")) if "labels" in spec else None)
         for name, spec in data["outputs"].items()
     }
+    _check_output_declarations(outputs, inputs, pos)
     datasets = {}
     for name, spec in data.get("data", {}).items():
         key = ("data", name)
@@ -214,6 +215,9 @@ def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
         if key_name != "default" and key_name not in recipes:
             raise ManifestError(f"{key_name!r} is neither 'default' nor a recipe{suggest(key_name, [*recipes, 'default'])}",
                                 pos.of(("validate", key_name), key=True), f"validate.{key_name}")
+        _check_tolerance_outputs(validate[key_name], ("validate", key_name), outputs, pos)
+    for name, spec in data["targets"].items():
+        _check_tolerance_outputs(spec.get("validate") or {}, ("targets", name, "validate"), outputs, pos)
 
     select = data.get("select", {})
     order = tuple(select.get("order", ()))
@@ -236,6 +240,56 @@ def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
         select_order=order, fallback=fallback, capacity=capacity, description=data.get("description", ""),
         author=data.get("author", ""), license=data.get("license", ""), raw=raw, positions=pos,
         input_files=tuple(dict.fromkeys(files)))
+
+
+def _check_output_declarations(outputs: dict[str, OutputSpec], inputs: dict[str, InputSpec], pos: Positions) -> None:
+    """Cross-field rules of output declarations that the schema cannot say (the model is checked at source time)."""
+    for name, out in outputs.items():
+        key = ("outputs", name)
+        if out.shape is not None and out.axis is not None and not -len(out.shape) <= out.axis < len(out.shape):
+            raise ManifestError(f"axis {out.axis} is outside the declared shape {list(out.shape)}",
+                                pos.of(key + ("axis",)), dotted(key + ("axis",)))
+        for part in out.parts.values():
+            pkey = key + ("parts", part.name)
+            if part.output is not None:
+                if part.output not in outputs:
+                    raise ManifestError(f"{part.output!r} is not a declared output{suggest(part.output, outputs)}",
+                                        pos.of(pkey + ("output",)), dotted(pkey + ("output",)))
+                if part.range is not None:
+                    raise ManifestError("give either 'output' (another output holds the part) or 'range' (a slice of "
+                                        "this output), not both", pos.of(pkey), dotted(pkey))
+            elif part.range is None and part.name == "scores":
+                raise ManifestError("say where the scores are: 'range: [start, stop]' along 'axis', or 'output: <name>'",
+                                    pos.of(pkey), dotted(pkey))
+            if part.range is not None and not part.range[0] < part.range[1]:
+                raise ManifestError(f"range must be [start, stop) with start < stop, got {list(part.range)}",
+                                    pos.of(pkey + ("range",)), dotted(pkey + ("range",)))
+            if part.name == "boxes" and part.range is not None and part.range[1] - part.range[0] != 4:
+                raise ManifestError(f"boxes take 4 entries along their axis, the range {list(part.range)} has "
+                                    f"{part.range[1] - part.range[0]}", pos.of(pkey + ("range",)), dotted(pkey + ("range",)))
+        if out.range is not None and not out.range[0] < out.range[1]:
+            raise ManifestError(f"range must be [low, high] with low < high, got {list(out.range)}",
+                                pos.of(key + ("range",)), dotted(key + ("range",)))
+        if out.state_input is not None:
+            skey = key + ("state", "input")
+            if out.state_input not in inputs:
+                raise ManifestError(f"{out.state_input!r} is not a declared input{suggest(out.state_input, inputs)}",
+                                    pos.of(skey), dotted(skey))
+            want = inputs[out.state_input].shape
+            if out.shape is not None and tuple(out.shape) != tuple(want):
+                raise ManifestError(f"a state output feeds input {out.state_input!r} of shape {list(want)}, but it is "
+                                    f"declared with shape {list(out.shape)}", pos.of(key + ("shape",)), dotted(key + ("shape",)))
+    fed = [o.state_input for o in outputs.values() if o.state_input]
+    for twice in {n for n in fed if fed.count(n) > 1}:
+        raise ManifestError(f"two state outputs feed the same input {twice!r}", pos.of(("outputs",)), "outputs")
+
+
+def _check_tolerance_outputs(tolerance: dict, key: tuple, outputs: dict, pos: Positions) -> None:
+    for name in (tolerance or {}).get("outputs", {}) or {}:
+        if name not in outputs:
+            where = key + ("outputs", name)
+            raise ManifestError(f"{name!r} is not a declared output{suggest(name, outputs)}", pos.of(where, key=True),
+                                dotted(where))
 
 
 def _build_source(src: dict, need_file) -> SourceConfig:

@@ -104,7 +104,9 @@ def _word(error, data, positions: Positions) -> ManifestError:
                              positions.of(path), where)
     if error.validator == "propertyNames":
         bad = error.instance
-        return ManifestError(f"{bad!r} is not a valid name (letters, digits, '_', '.', '-'; starts with a letter)",
+        rule = ("1-256 characters, no control characters" if path in (("inputs",), ("outputs",))
+                else "letters, digits, '_', '.', '-'; starts with a letter")
+        return ManifestError(f"{bad!r} is not a valid name ({rule})",
                              positions.of(path + (bad,), key=True) or positions.of(path), where)
     if error.validator == "oneOf":
         return ManifestError(f"{_describe(error.instance)} is not valid here: {error.schema.get('description', error.message)}",

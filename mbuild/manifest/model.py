@@ -26,10 +26,74 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class PartSpec:
+    """Where one part of a detection output lies: a slice along ``axis`` or another output."""
+
+    name: str  # 'boxes' | 'scores'
+    axis: int = -1
+    range: tuple[int, int] | None = None
+    output: str | None = None
+    format: str = "xyxy"
+    units: str = "pixels"
+    activation: str = "none"
+
+
+@dataclass(frozen=True)
 class OutputSpec:
+    """What an output means (``kind``) and the settings its task metrics need; see docs/manifest.md."""
+
     name: str
     kind: str = "generic"
     labels: Path | None = None
+    tensor: str | None = None  # the model's tensor name when the key is an alias
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    axis: int | None = None  # class / vocabulary / feature / channel axis, batch axis included
+    margin: float | None = None
+    parts: dict[str, PartSpec] = field(default_factory=dict)
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    match_iou: float = 0.5
+    max_detections: int = 300
+    threshold: float = 0.5
+    activation: str = "none"
+    decode: str | None = None
+    blank: int | None = None
+    range: tuple[float, float] | None = None
+    units: str = ""
+    state_input: str | None = None
+    snr_floor: float = 1e-3
+
+    @property
+    def tensor_name(self) -> str:
+        return self.tensor or self.name
+
+    @property
+    def safe_name(self) -> str:
+        """A name that is a valid identifier and file name everywhere (kept next to the original)."""
+        import re
+
+        safe = re.sub(r"[^A-Za-z0-9_]", "_", self.name)
+        return safe if safe and not safe[0].isdigit() else f"t_{safe}"
+
+    @classmethod
+    def from_dict(cls, name: str, spec: dict, labels: Path | None = None) -> "OutputSpec":
+        parts = {}
+        for part_name, p in (spec.get("parts") or {}).items():
+            parts[part_name] = PartSpec(name=part_name, axis=p.get("axis", -1),
+                                        range=tuple(p["range"]) if "range" in p else None, output=p.get("output"),
+                                        format=p.get("format", "xyxy"), units=p.get("units", "pixels"),
+                                        activation=p.get("activation", "none"))
+        rng = spec.get("range")
+        return cls(name=name, kind=spec.get("kind", "generic"), labels=labels, tensor=spec.get("tensor"),
+                   shape=tuple(spec["shape"]) if "shape" in spec else None, dtype=spec.get("dtype"),
+                   axis=spec.get("axis"), margin=spec.get("margin"), parts=parts,
+                   score_threshold=float(spec.get("score_threshold", 0.25)),
+                   iou_threshold=float(spec.get("iou_threshold", 0.45)), match_iou=float(spec.get("match_iou", 0.5)),
+                   max_detections=int(spec.get("max_detections", 300)), threshold=float(spec.get("threshold", 0.5)),
+                   activation=spec.get("activation", "none"), decode=spec.get("decode"), blank=spec.get("blank"),
+                   range=tuple(rng) if rng else None, units=spec.get("units", ""),
+                   state_input=(spec.get("state") or {}).get("input"), snr_floor=float(spec.get("snr_floor", 1e-3)))
 
 
 @dataclass(frozen=True)

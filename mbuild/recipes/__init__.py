@@ -6,18 +6,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from mbuild.manifest.model import Manifest, RecipeConfig, TargetConfig
 
-# Defaults per recipe family; manifests override them (defaults -> validate.default -> validate.<recipe> -> target).
-DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"cosine_min": 0.9999, "channel_snr_db_min": 30, "top1_agreement_min": 0.99, "accuracy_drop_max": 0.5},
-    "fp16": {"cosine_min": 0.999, "channel_snr_db_min": 25, "top1_agreement_min": 0.98, "accuracy_drop_max": 1.0},
-    "int8-static": {"cosine_min": 0.98, "channel_snr_db_min": 8, "top1_agreement_min": 0.95, "accuracy_drop_max": 2.0},
-    "int16x8": {"cosine_min": 0.99, "channel_snr_db_min": 15, "top1_agreement_min": 0.97, "accuracy_drop_max": 1.0},
-    "int8-dynamic": {"cosine_min": 0.98, "channel_snr_db_min": 8, "top1_agreement_min": 0.95, "accuracy_drop_max": 2.0},
-    "weight-only": {"cosine_min": 0.99, "channel_snr_db_min": 15, "top1_agreement_min": 0.97, "accuracy_drop_max": 1.5},
-    "compressed": {"cosine_min": 0.95, "channel_snr_db_min": 5, "top1_agreement_min": 0.9, "accuracy_drop_max": 3.0},
-}
-
-
 def recipe_features(recipe: "RecipeConfig") -> frozenset[str]:
     """Features a runtime must offer to build ``recipe`` (compared with ``Runtime.features``)."""
     feats = {recipe.precision}
@@ -42,13 +30,29 @@ def recipe_features(recipe: "RecipeConfig") -> frozenset[str]:
     return frozenset(feats)
 
 
-def tolerance_for(manifest: "Manifest", target: "TargetConfig", recipe: "RecipeConfig") -> dict[str, float]:
-    """The effective tolerance: family default, then manifest default, recipe, target (later wins)."""
-    out = dict(DEFAULT_TOLERANCES.get(recipe.family, DEFAULT_TOLERANCES["fp32"]))
-    out.update(manifest.validate.get("default", {}))
-    out.update(manifest.validate.get(recipe.name, {}))
-    out.update(target.validate)
-    return out
+def tolerance_for(manifest: "Manifest", target: "TargetConfig", recipe: "RecipeConfig") -> dict[str, dict[str, float]]:
+    """The effective tolerance of each output: defaults for its kind and the recipe's family, then
+    ``validate.default``, ``validate.<recipe>`` and the target's ``validate`` (later wins); at each level
+    the general keys first, then that level's ``outputs.<name>``."""
+    from mbuild.validate.defaults import default_tolerance
+
+    levels = [manifest.validate.get("default", {}), manifest.validate.get(recipe.name, {}), target.validate]
+    result = {}
+    for name, spec in manifest.outputs.items():
+        out = default_tolerance(recipe.family, spec.kind)
+        for level in levels:
+            out.update({k: v for k, v in (level or {}).items() if k != "outputs"})
+            out.update(((level or {}).get("outputs") or {}).get(name, {}))
+        result[name] = out
+    return result
+
+
+def tolerance_inputs(manifest: "Manifest", target: "TargetConfig", recipe_names) -> dict:
+    """The manifest entries a target's tolerance is made from (a check depends on these, not on all of validate)."""
+    return {"default": manifest.raw.get("validate", {}).get("default"),
+            "recipes": {n: manifest.raw.get("validate", {}).get(n) for n in recipe_names},
+            "families": {n: manifest.recipes[n].family for n in recipe_names if n in manifest.recipes},
+            "target": target.validate}
 
 
 def describe_requested(recipe: "RecipeConfig") -> str:

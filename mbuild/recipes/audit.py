@@ -66,7 +66,7 @@ def make_audit(requested: str | None, tensors: list[WeightTensor], *, allow_part
         "quantized_share": round(q_elems / total_elems, 6),
         "by_dtype": dict(sorted(by_dtype.items())),
         "by_op": dict(sorted(by_op.items())),
-        "float_left": [{"name": t.name, "op": t.op_type, "elements": t.elements} for t in float_left[:20]],
+        "float_left": [{"name": t.name, "op": t.op_type, "dtype": t.dtype, "elements": t.elements} for t in float_left[:20]],
         "kept_float": [{"name": t.name, "op": t.op_type, "node": t.node, "elements": t.elements} for t in kept],
     }
 

@@ -39,12 +39,18 @@ def _evaluate(manifest: "Manifest", target_name: str, staging: Path, record: dic
 
 
 def _summary(record: dict, validation: dict) -> dict:
+    from mbuild.validate.gates import shortfall
+
     metrics = validation.get("metrics") or {}
+    failures = validation.get("failures", [])
     return {"recipe": record["recipe"], "size_bytes": record["size_bytes"],
             "quantization": record["quantization"].get("summary"),
             "excluded": record["quantization"].get("excluded", []),
+            "excluded_modules": record["quantization"].get("excluded_modules", []),
             "status": validation["status"], "metrics": metrics, "host_median_ms": validation.get("host_median_ms"),
-            "failures": [f["message"] for f in validation.get("failures", [])]}
+            "failures": [f["message"] for f in failures],
+            "task_failures": [f["message"] for f in failures if f.get("task_metric")],
+            "shortfall": round(shortfall(failures), 6), "flags": record.get("flags", [])}
 
 
 def build_searched_variant(manifest: "Manifest", target_name: str, parent: Path) -> Path:
@@ -108,8 +114,19 @@ def _choose(passing: list[tuple]) -> tuple:
     return fastest if fastest[2]["host_median_ms"] * SPEEDUP <= base_ms else smallest
 
 
+# A layer is kept in float only when quantizing it measurably costs the task: its attributed damage is at
+# least MIN_DAMAGE_DB, and excluding it brings the variant measurably closer to its tolerance.
+MIN_DAMAGE_DB = 0.5
+MIN_IMPROVEMENT = 0.01  # relative drop of the summed shortfall (see mbuild.validate.gates.shortfall)
+
+
 def _build_recipe(manifest: "Manifest", target_name: str, parent: Path, recipe_name: str):
-    """Build one recipe; with ``exclude: auto`` keep adding float layers until the tolerance holds."""
+    """Build one recipe; with ``exclude: auto`` keep layers in float, one at a time, while that helps the task.
+
+    The runtime's error attribution ranks layers; a candidate is kept only if the rebuilt variant is
+    measurably closer to its tolerance (task metrics included), otherwise it is dropped again and the
+    next one is tried. Attribution that fails falls back to a simpler ranking, said so in the record.
+    """
     from mbuild.steps import build_in_staging, make_context
 
     recipe = manifest.recipes[recipe_name]
@@ -120,22 +137,84 @@ def _build_recipe(manifest: "Manifest", target_name: str, parent: Path, recipe_n
     runtime = get_runtime(manifest.targets[target_name].runtime)
     excluded: list[str] = []
     attempts = []
-    while True:
-        validation = _evaluate(manifest, target_name, staging, record)
-        attempts.append(_summary(record, validation))
-        if validation["status"] == "passed" or len(excluded) >= q.exclude_max:
-            if validation["status"] != "passed":
-                log.warning("exclude: auto reached its bound of %d float layer(s) without meeting the tolerance",
-                            q.exclude_max)
-            return staging, record, attempts
-        ctx = make_context(manifest, target_name, staging, recipe_name=recipe_name)
-        ranking = runtime.attribute_error(ctx, staging / record["artifact"], ctx.validation_inputs())
-        new = next((layer for layer in ranking.get("layers", [])
-                    if not set(layer["exclude"]) <= set(excluded)), None)
-        if new is None:
-            return staging, record, attempts
-        excluded += [n for n in new["exclude"] if n not in excluded]
-        print(f"variant:{manifest.name}/{target_name}: exclude auto: keeping {new['node']!r} ({new['op']}) in float "
-              f"(quantizing {new['tensor']!r} costs {new['damage_db']:.1f} dB downstream)", flush=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging, record = build_in_staging(manifest, target_name, parent, recipe_name, tuple(excluded))
+    validation = _evaluate(manifest, target_name, staging, record)
+    attempts.append(_summary(record, validation))
+    tried: set[str] = set()
+    ranking = None
+    current = attempts[-1]["shortfall"]
+    trials = 0
+    while validation["status"] != "passed" and len(excluded) < q.exclude_max and trials < 3 * q.exclude_max:
+        if ranking is None:
+            ctx = make_context(manifest, target_name, staging, recipe_name=recipe_name)
+            ranking = _ranking(runtime, ctx, staging / record["artifact"], attempts)
+        candidate = next((layer for layer in ranking if layer["node"] not in tried
+                          and not set(layer["exclude"]) <= set(excluded)), None)
+        if candidate is None:
+            attempts[-1]["stopped"] = "no further layer whose quantization measurably costs the task"
+            break
+        tried.add(candidate["node"])
+        trials += 1
+        trial = excluded + [n for n in candidate["exclude"] if n not in excluded]
+        cost = f"{candidate['damage_db']:.1f} dB downstream" if candidate.get("damage_db") is not None else "unranked"
+        print(f"variant:{manifest.name}/{target_name}: exclude auto: trying {candidate['module']!r} "
+              f"({candidate['op']}) in float ({cost})", flush=True)
+        new_staging, new_record = build_in_staging(manifest, target_name, parent, recipe_name, tuple(trial))
+        new_record["quantization"]["excluded_modules"] = sorted(
+            {*record["quantization"].get("excluded_modules", []), candidate["module"]})
+        new_validation = _evaluate(manifest, target_name, new_staging, new_record)
+        entry = _summary(new_record, new_validation)
+        entry["tried"] = candidate["module"]
+        before, after = current, entry["shortfall"]
+        helped = new_validation["status"] == "passed" or after < before * (1 - MIN_IMPROVEMENT)
+        entry["kept"] = helped
+        attempts.append(entry)
+        if helped:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging, record, validation, excluded, current = new_staging, new_record, new_validation, trial, after
+            ranking = None  # the damage moves once a layer is float: rank again, and retry what did not help alone
+            tried = set()
+        else:
+            shutil.rmtree(new_staging, ignore_errors=True)
+            attempts[-1]["note"] = (f"keeping {candidate['module']!r} in float did not bring the variant closer to its "
+                                    f"tolerance (shortfall {before:.4g} -> {after:.4g}); dropped")
+    if validation["status"] != "passed" and len(excluded) >= q.exclude_max:
+        log.warning("exclude: auto reached its bound of %d float layer(s) without meeting the tolerance", q.exclude_max)
+    write_json_atomic(staging / "variant.json", record)
+    return staging, record, attempts
+
+
+def _ranking(runtime, ctx, artifact: Path, attempts: list[dict]) -> list[dict]:
+    """Layers worth keeping in float, most damaging first; a fallback ranking when attribution cannot run."""
+    try:
+        result = runtime.attribute_error(ctx, artifact, ctx.validation_inputs())
+        layers = [x for x in result.get("layers", []) if (x.get("damage_db") or 0) >= MIN_DAMAGE_DB]
+        skipped = [x for x in result.get("layers", []) if (x.get("damage_db") or 0) < MIN_DAMAGE_DB]
+        if skipped:
+            attempts[-1]["not_candidates"] = [f"{x.get('module') or x['node']}: {x['damage_db']:.2f} dB"
+                                              for x in skipped[:5]]
+        if result.get("unmatched"):
+            attempts[-1]["attribution_note"] = result["unmatched"]
+        if layers:
+            return [_named(x) for x in layers]
+        reason = "attribution found no layer costing at least " f"{MIN_DAMAGE_DB} dB"
+    except Exception as e:  # noqa: BLE001 - attribution is a diagnostic: fall back, never a traceback
+        reason = f"attribution failed ({type(e).__name__}: {str(e)[:200]})"
+    fallback = getattr(runtime, "fallback_ranking", None)
+    layers = fallback(ctx, artifact) if fallback else []
+    attempts[-1]["ranking"] = f"{reason}; " + ("fell back to the layers nearest the outputs first" if layers
+                                                 else "no fallback ranking for this runtime")
+    return [_named(x) for x in layers]
+
+
+def _named(layer: dict) -> dict:
+    return {**layer, "module": layer.get("module") or module_path(layer["node"])}
+
+
+def module_path(node: str) -> str:
+    """The source module a converter's node name comes from ('/blocks.5/gate/Conv' -> 'blocks.5.gate')."""
+    name = node.split(";")[0]
+    if name.startswith("/") and name.count("/") >= 2:
+        return ".".join(p for p in name.strip("/").split("/")[:-1] if p) or name
+    if len(name) > 80:
+        return name[:38] + "..." + name[-38:]
+    return name

@@ -46,8 +46,12 @@ def build_source(manifest: "Manifest", out_dir: Path) -> dict:
 
     model = source.load(manifest)
     val_inputs, labels = arrays["validation"]
-    reference = source.run_reference(manifest, model, val_inputs)
-    write_outputs(out_dir / "reference.npz", reference)
+    reference = _run_reference(manifest, source, model, val_inputs)
+    from mbuild.sources.declarations import check_outputs
+
+    semantics = check_outputs(manifest, reference, labels)
+    streams = reference_streams(manifest, source, model, val_inputs)
+    write_outputs(out_dir / "reference.npz", reference, streams)
 
     with atomic_path(out_dir / "model.onnx") as tmp:
         notes = source.export_onnx(manifest, model, tmp)
@@ -66,26 +70,87 @@ def build_source(manifest: "Manifest", out_dir: Path) -> dict:
         "memory": memory_estimate(out_dir / "model.onnx", shapes),
         "ops": onnx_op_counts(out_dir / "model.onnx"),
     }
-    ref_accuracy = None
-    if labels is not None:
-        for name, spec in manifest.outputs.items():
-            if spec.kind == "classification":
-                logits = reference[name].reshape(-1, reference[name].shape[-1])
-                if len(labels) == len(logits):
-                    ref_accuracy = round(float(np.mean(logits.argmax(1) == labels)) * 100, 4)
-                break
+    ref_accuracy = _reference_accuracy(manifest, reference, labels)
+    from mbuild.sources.declarations import chance_warning
+
+    warning = chance_warning(manifest, ref_accuracy, semantics)
+    if warning:
+        print(warning)
     report = {
         "source": manifest.source.kind,
         "model": manifest.raw["source"][manifest.source.kind]["model"],
         "data": data_info,
         "reference_accuracy": ref_accuracy,
+        "outputs": semantics,
+        "stream_steps": len(next(iter(streams.values()))) if streams else None,
         "canonical_onnx": {"notes": notes, "check": canonical_check},
         "analysis": analysis,
         "versions": source.versions(),
     }
+    if any(r.precision == "fp16" for r in manifest.recipes.values()):
+        analysis["fp16_range"] = _fp16_range(out_dir / "model.onnx", arrays)
     write_json_atomic(out_dir / "analysis.json", analysis)
     write_json_atomic(out_dir / "source.json", report)
     return report
+
+
+def _fp16_range(onnx_path: Path, arrays: dict) -> dict:
+    """Activations outside fp16's range on validation and calibration samples (a diagnostic, never fatal)."""
+    from mbuild.analyze.fp16_range import fp16_range
+
+    inputs = {}
+    for name in arrays:
+        for k, v in arrays[name][0].items():
+            inputs[k] = np.concatenate([inputs[k], v[:8]]) if k in inputs else v[:8]
+    try:
+        return fp16_range(onnx_path, inputs)
+    except Exception as e:  # noqa: BLE001 - the range scan is advisory; say why it is missing
+        log.warning("fp16 range scan skipped: %s", e)
+        return {"overflow": [], "underflow": [], "note": f"not measured: {type(e).__name__}: {e}"}
+
+
+def _run_reference(manifest: "Manifest", source, model, inputs) -> dict[str, np.ndarray]:
+    """The source's outputs; a model that cannot run on the declared inputs is a manifest error there."""
+    from mbuild.errors import ManifestError, MbuildError
+
+    try:
+        return source.run_reference(manifest, model, inputs)
+    except MbuildError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the framework's own error, located at the declared inputs
+        shapes = ", ".join(f"{n} {list(s.shape)} {s.dtype}" for n, s in manifest.inputs.items())
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ManifestError(f"the model does not run on the declared inputs ({shapes}): {type(e).__name__}: {first}",
+                            manifest.positions.of(("inputs",)), "inputs") from None
+
+
+def _reference_accuracy(manifest: "Manifest", reference, labels) -> float | None:
+    """Top-1 accuracy of the source on the labelled validation set (first classification output, its class axis)."""
+    if labels is None:
+        return None
+    from mbuild.validate.classification import _rows
+    from mbuild.validate.metrics import array_axis
+    from mbuild.validate.semantics import resolve
+
+    for name, spec in manifest.outputs.items():
+        if spec.kind == "classification":
+            ref = reference[name]
+            res = resolve(spec, {n: tuple(a.shape[1:]) for n, a in reference.items()})
+            rows = _rows(ref, array_axis(res.axis, ref.ndim - 1))
+            if len(labels) == len(rows):
+                return round(float(np.mean(rows.argmax(1) == labels)) * 100, 4)
+            return None
+    return None
+
+
+def reference_streams(manifest: "Manifest", source, model, inputs) -> dict[str, np.ndarray]:
+    """The source run over the validation samples as one stream, feeding back its own state (if it has any)."""
+    from mbuild.validate.stream import run_stream
+
+    feedback = {n: s.state_input for n, s in manifest.outputs.items() if s.state_input}
+    if not feedback:
+        return {}
+    return run_stream(lambda feed: source.run_reference(manifest, model, feed), inputs, feedback)
 
 
 def _check_canonical(manifest: "Manifest", onnx_path: Path, inputs, reference) -> dict:

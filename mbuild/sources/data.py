@@ -108,14 +108,17 @@ def read_labels(path: Path) -> np.ndarray | None:
         return npz["labels"] if "labels" in npz.files else None
 
 
-def write_outputs(path: Path, outputs: dict[str, np.ndarray]) -> None:
+def write_outputs(path: Path, outputs: dict[str, np.ndarray], streams: dict[str, np.ndarray] | None = None) -> None:
+    """Reference outputs per sample (``output:<name>``) and over a stream of steps (``stream:<name>``)."""
     from mbuild._io import atomic_path
 
+    arrays = {f"output:{k}": v for k, v in outputs.items()}
+    arrays.update({f"stream:{k}": v for k, v in (streams or {}).items()})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **{f"output:{k}": v for k, v in outputs.items()})
+            np.savez(fh, **arrays)
 
 
-def read_outputs(path: Path) -> dict[str, np.ndarray]:
+def read_outputs(path: Path, prefix: str = "output") -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as npz:
-        return {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith("output:")}
+        return {k.split(":", 1)[1]: npz[k] for k in npz.files if k.startswith(prefix + ":")}

@@ -28,9 +28,14 @@ def load(manifest: "Manifest") -> Path:
     if names != list(manifest.inputs):
         raise ManifestError(f"the ONNX model's inputs are {names}, the manifest declares {list(manifest.inputs)}; "
                             "declare the same names in the same order", manifest.positions.of(("inputs",)), "inputs")
-    if outs != list(manifest.outputs):
-        raise ManifestError(f"the ONNX model's outputs are {outs}, the manifest declares {list(manifest.outputs)}; "
-                            "declare the same names in the same order", manifest.positions.of(("outputs",)), "outputs")
+    declared = [o.tensor_name for o in manifest.outputs.values()]
+    if outs != declared:
+        raise ManifestError(f"the ONNX model's outputs are {outs}, the manifest declares {declared}; "
+                            "declare the same names in the same order (quote names holding ':' or '/'; or name the "
+                            "model's tensor with 'tensor:')", manifest.positions.of(("outputs",)), "outputs")
+    from mbuild.sources.declarations import check_onnx_inputs
+
+    check_onnx_inputs(manifest, model)
     return path
 
 

@@ -91,7 +91,7 @@ def _load_saved_model(tf, manifest: "Manifest", path: Path, loc) -> TFModel:
     for n, spec in specs.items():
         _check_shape(manifest, n, spec.shape.as_list())
     outs = sig.structured_outputs
-    if not isinstance(outs, dict) or set(outs) != set(manifest.outputs):
+    if not isinstance(outs, dict) or set(outs) != {o.tensor_name for o in manifest.outputs.values()}:
         found = sorted(outs) if isinstance(outs, dict) else type(outs).__name__
         raise ManifestError(f"signature {name!r} returns {found}, the manifest declares outputs "
                             f"{list(manifest.outputs)}; declare the signature's output names",
@@ -156,8 +156,9 @@ def function(manifest: "Manifest", model: TFModel):
 
 def _name_outputs(manifest: "Manifest", result) -> dict:
     names = list(manifest.outputs)
-    if isinstance(result, dict) and set(result) == set(names):
-        return {n: result[n] for n in names}
+    tensors = {n: o.tensor_name for n, o in manifest.outputs.items()}
+    if isinstance(result, dict) and set(result) == set(tensors.values()):
+        return {n: result[tensors[n]] for n in names}
     flat = list(result.values()) if isinstance(result, dict) else (
         list(result) if isinstance(result, (list, tuple)) else [result])
     if len(flat) != len(names):

@@ -208,11 +208,15 @@ class CoreMLRuntime(Runtime):
         return RunResult(outputs={n: np.stack(v) for n, v in collected.items()}, runtime=runtime,
                          latency_ms=latencies)
 
-    def proxy(self, ctx: BuildContext, inputs: dict[str, np.ndarray]) -> RunResult:
-        """A labelled estimate where Core ML cannot run: the canonical ONNX at the recipe's float precision."""
-        from mbuild.targets._coreml_proxy import proxy_run
+    def proxy(self, ctx: BuildContext, inputs: dict[str, np.ndarray]) -> RunResult | None:
+        """A labelled estimate where Core ML cannot run: the canonical ONNX at the recipe's float precision,
+        carrying the package's decompressed weights; None (with ``proxy_note``) when it cannot be faithful."""
+        from mbuild.targets._coreml_proxy import ProxyUnavailable, proxy_run
 
-        return proxy_run(ctx, inputs)
+        try:
+            return proxy_run(ctx, inputs)
+        except ProxyUnavailable as e:
+            return RunResult(outputs=None, runtime="proxy", skipped_reason=f"no proxy estimate: {e}")
 
     # -- lint ----------------------------------------------------------------------------------------
     def lint(self, ctx: BuildContext, artifact: Path) -> list[LintResult]:

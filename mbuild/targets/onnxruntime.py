@@ -251,6 +251,11 @@ class OnnxRuntime(Runtime):
                 acts[label] = dbg.collect_activations(str(aug), _Reader(sample))
         with _quiet():
             matched = dbg.create_activation_matching(acts["qdq"], acts["float"])
+        # a quantized tensor with no float twin (renamed or fused by the quantizer) cannot be compared;
+        # onnxruntime's own error helper raises KeyError('float') on it, so such tensors are set aside and counted
+        unmatched = sorted(k for k, v in matched.items() if "float" not in v or "pre_qdq" not in v)
+        matched = {k: v for k, v in matched.items() if k not in unmatched}
+        with _quiet():
             errors = dbg.compute_activation_error(matched)
         qdq = onnx.load(str(artifact)).graph
         producer = {o: n for n in qdq.node for o in n.output}
@@ -288,10 +293,32 @@ class OnnxRuntime(Runtime):
                            "cross_model_sqnr_db": round(before, 3),
                            "exclude": sorted({node.name, *(r.name for r in readers)})})
         layers.sort(key=lambda x: -x["damage_db"])
-        return {"method": "onnxruntime.quantization.qdq_loss_debug: float-vs-quantized SQNR of every activation; "
-                          "damage_db = how much that SQNR drops from an activation to the outputs of the ops "
-                          "that read its quantized copy (higher = quantizing it hurts more)",
-                "samples": len(next(iter(sample.values()))), "layers": layers[:10]}
+        result = {"method": "onnxruntime.quantization.qdq_loss_debug: float-vs-quantized SQNR of every activation; "
+                            "damage_db = how much that SQNR drops from an activation to the outputs of the ops "
+                            "that read its quantized copy (higher = quantizing it hurts more)",
+                  "samples": len(next(iter(sample.values()))), "layers": layers[:10]}
+        if unmatched:
+            result["unmatched"] = (f"{len(unmatched)} quantized tensor(s) have no float counterpart and were not "
+                                   f"ranked (e.g. {', '.join(unmatched[:3])})")
+        return result
+
+    def fallback_ranking(self, ctx: BuildContext, artifact: Path) -> list[dict]:
+        """Weight ops nearest the outputs first: a plain ranking for when attribution cannot run."""
+        import onnx
+
+        graph = onnx.load(str(artifact)).graph
+        producer = {o: n for n in graph.node for o in n.output}
+        order, frontier, seen = [], [o.name for o in graph.output], set()
+        while frontier:
+            node = producer.get(frontier.pop(0))
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type in WEIGHT_OPS:
+                order.append({"tensor": node.output[0], "node": node.name, "op": node.op_type, "damage_db": None,
+                              "exclude": [node.name]})
+            frontier.extend(node.input)
+        return order[:10]
 
 
 class _Reader:

@@ -1,5 +1,5 @@
-"""Numeric validation: metrics between a variant's outputs and the fp32 reference, and tolerance gates."""
+"""Validation: every output measured as what it is (tensor, per-part and task metrics) and gated by tolerances."""
+from mbuild.validate.compare import compare_outputs
 from mbuild.validate.gates import check_tolerance
-from mbuild.validate.metrics import compare_outputs
 
 __all__ = ["compare_outputs", "check_tolerance"]

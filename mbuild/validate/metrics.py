@@ -1,113 +1,82 @@
-"""Tensor metrics (max_abs, mean_abs, rmse, cosine, SNR dB) and task metrics (top-k agreement, accuracy)."""
+"""Tensor metrics (max_abs, mean_abs, rmse, cosine, SNR dB, per-channel SNR) between a variant and the reference.
+
+Arrays are [samples, *model_shape]. Axes given to these functions are axes of the *array*; callers
+translate the manifest's model axes (batch axis included) with :func:`array_axis`.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+# Identical outputs have an infinite SNR; JSON has no infinity, so it is written as this value (and
+# shown as "exact"). It is never used for a metric that does not apply: that is None (n/a).
+EXACT_DB = 999.0
+
+
+def array_axis(model_axis: int, ndim_model: int) -> int:
+    """The axis of a [samples, *shape] array that is ``model_axis`` of the model's own shape."""
+    return model_axis % ndim_model + 1
+
 
 def tensor_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    """Error of ``out`` against ``ref``; arrays are [samples, ...]."""
+    """Error of ``out`` against ``ref`` over whole samples; arrays are [samples, ...]."""
     ref = np.asarray(ref, dtype=np.float64)
     out = np.asarray(out, dtype=np.float64)
     if ref.shape != out.shape:
         raise ValueError(f"shape {list(out.shape)} differs from the reference {list(ref.shape)}")
     err = out - ref
-    r = ref.reshape(len(ref), -1)
-    o = out.reshape(len(out), -1)
-    dots = np.sum(r * o, axis=1)
-    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
-    both_zero = (np.linalg.norm(r, axis=1) == 0) & (np.linalg.norm(o, axis=1) == 0)
-    cos = np.where(both_zero, 1.0, dots / np.where(norms == 0, np.inf, norms))
+    cos = sample_cosines(ref.reshape(len(ref), -1), out.reshape(len(out), -1))
     signal = float(np.sum(ref * ref))
     noise = float(np.sum(err * err))
     snr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else float("-inf"))
     return {
-        "channel_snr_db_min": channel_snr_min(ref, out),
         "max_abs": float(np.max(np.abs(err))) if err.size else 0.0,
         "mean_abs": float(np.mean(np.abs(err))) if err.size else 0.0,
         "rmse": float(np.sqrt(np.mean(err * err))) if err.size else 0.0,
-        "cosine": float(np.mean(cos)),
-        "cosine_worst": float(np.min(cos)),
+        "cosine": float(np.mean(cos)) if cos.size else 1.0,
+        "cosine_worst": float(np.min(cos)) if cos.size else 1.0,
         "snr_db": snr,
     }
 
 
-MAX_CHANNELS = 256
+def sample_cosines(r: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """Cosine of each row pair; two all-zero rows agree (1.0), one all-zero row does not (0.0)."""
+    rn = np.linalg.norm(r, axis=1)
+    on = np.linalg.norm(o, axis=1)
+    both_zero = (rn == 0) & (on == 0)
+    norms = rn * on
+    dots = np.sum(r * o, axis=1)
+    return np.where(both_zero, 1.0, dots / np.where(norms == 0, np.inf, norms))
 
 
-def channel_axis(shape: tuple[int, ...]) -> int | None:
-    """The channel axis of a [samples, ...] output, or None when it has none worth splitting.
+def channel_snr_min(ref: np.ndarray, out: np.ndarray, axis: int | None, floor: float = 1e-3) -> dict:
+    """Worst per-channel SNR (dB) along a declared array ``axis``, and which channel it is.
 
-    Candidates are the first and the last axis of each sample ([N, C] logits, [1, 84, 8400] or
-    [1, 8400, 84] detector heads); the shorter one with 2..256 entries wins. Spatial maps such as
-    [1, 1, H, W] have no channel axis (per-row SNR of a probability map means nothing).
+    Every channel is measured: a near-silent channel's signal power is raised to ``floor`` squared
+    (an absolute floor in the output's units) instead of being left out, so class scores that live
+    near zero still count when quantization rounds them away. ``axis=None`` means the output has no
+    declared channel axis: the metric is n/a (None), never a number that reads as perfect.
     """
-    per_sample = len(shape) - 1
-    if per_sample < 1:
-        return None
-    first = 1 if per_sample == 1 else 2  # skip the batch axis of [N, ...] outputs
-    candidates = {first, len(shape) - 1}
-    dims = [(shape[a], a) for a in candidates if 1 < shape[a] <= MAX_CHANNELS]
-    return min(dims)[1] if dims else None
-
-
-def channel_snr_min(ref: np.ndarray, out: np.ndarray) -> float:
-    """Worst per-channel SNR (dB): catches an output whose small-range channels were crushed.
-
-    A detector output that concatenates box coordinates in [0, 320] with scores in [0, 1] keeps an
-    overall cosine of 0.999 when int8 rounds every score to zero; per channel, the scores' SNR is ~0 dB.
-    Channels that are nearly silent in the reference (RMS below 1e-3 of the output's) are left out.
-    """
-    axis = channel_axis(ref.shape)
     if axis is None:
-        return 999.0
-    r = np.moveaxis(ref, axis, 0).reshape(ref.shape[axis], -1)
-    o = np.moveaxis(out, axis, 0).reshape(ref.shape[axis], -1)
-    signal = np.mean(r * r, axis=1)
+        return {"channel_snr_db_min": None, "worst_channel": None}
+    r = np.moveaxis(np.asarray(ref, dtype=np.float64), axis, 0).reshape(ref.shape[axis], -1)
+    o = np.moveaxis(np.asarray(out, dtype=np.float64), axis, 0).reshape(ref.shape[axis], -1)
+    signal = np.maximum(np.mean(r * r, axis=1), floor * floor)
     noise = np.mean((o - r) ** 2, axis=1)
-    loud = signal >= (1e-3 ** 2) * float(np.mean(r * r))
-    if not np.any(loud):
-        return 999.0
     with np.errstate(divide="ignore"):
-        snr = 10 * np.log10(signal[loud] / np.maximum(noise[loud], 1e-30))
-    return float(min(np.min(snr), 999.0))
+        snr = np.where(noise == 0, EXACT_DB, 10 * np.log10(signal / np.maximum(noise, 1e-300)))
+    worst = int(np.argmin(snr))
+    return {"channel_snr_db_min": float(min(snr[worst], EXACT_DB)), "worst_channel": worst}
 
 
-def classification_metrics(ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
-    """Top-1/top-5 agreement with the reference; task accuracy of both when labels exist."""
-    classes = ref.shape[-1]
-    r = np.asarray(ref, dtype=np.float64).reshape(-1, classes)
-    o = np.asarray(out, dtype=np.float64).reshape(-1, classes)
-    ref_top1 = r.argmax(axis=1)
-    out_top1 = o.argmax(axis=1)
-    k = min(5, classes)
-    out_topk = np.argsort(-o, axis=1)[:, :k]
-    result = {
-        "top1_agreement": float(np.mean(ref_top1 == out_top1)),
-        "top5_agreement": float(np.mean([ref_top1[i] in out_topk[i] for i in range(len(r))])),
-    }
-    if labels is not None and len(labels) == len(r):
-        ref_acc = float(np.mean(ref_top1 == labels)) * 100
-        acc = float(np.mean(out_top1 == labels)) * 100
-        result.update({"accuracy": acc, "reference_accuracy": ref_acc, "accuracy_drop": ref_acc - acc})
-    return result
-
-
-def compare_outputs(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], kinds: dict[str, str],
-                    labels: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """Per-output metrics; classification outputs also get agreement and accuracy."""
-    result = {}
-    for name, ref in reference.items():
-        if name not in outputs:
-            raise ValueError(f"output {name!r} is missing from the variant's results")
-        m = tensor_metrics(ref, outputs[name])
-        if kinds.get(name) == "classification":
-            m.update(classification_metrics(ref, outputs[name], labels))
-        result[name] = {k: _round(v) for k, v in m.items()}
-    return result
-
-
-def _round(v: float) -> float:
-    """Six significant digits: keeps reports stable across CPUs' last-bit differences."""
-    if not np.isfinite(v) or v == 0:
-        return float(v) if np.isfinite(v) else (999.0 if v > 0 else -999.0)
+def round_metric(v):
+    """Six significant digits (stable across CPUs' last-bit differences); None stays None (n/a)."""
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    v = float(v)
+    if not np.isfinite(v):
+        return EXACT_DB if v > 0 else -EXACT_DB
+    if v == 0:
+        return 0.0
     return float(f"{v:.6g}")

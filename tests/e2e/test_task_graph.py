@@ -49,3 +49,17 @@ def test_failing_target_keeps_the_others_and_blocks_the_bundle(tmp_path):
     assert failed["validation"]["status"] == "failed"
     assert failed["validation"]["failures"][0]["metric"] == "max_abs"
     assert not (project / "dist/digits-cnn-1.0.0.mbundle").exists()
+
+
+def test_editing_one_recipes_tolerance_reruns_only_the_checks_of_that_recipe(tmp_path, digits_cpu_project):
+    project = tmp_path / "p"
+    shutil.copytree(digits_cpu_project, project)
+    manifest = project / "manifests" / "digits.yaml"
+    text = manifest.read_text()
+    assert "  int8: {cosine_min: 0.99}\n" in text
+    manifest.write_text(text.replace("  int8: {cosine_min: 0.99}\n",
+                                     "  int8: {cosine_min: 0.985, outputs: {logits: {top1_agreement_min: 0.97}}}\n"))
+    proc = run_doit(project, check=True)
+    assert executed_tasks(proc.stdout) == {"check:digits-cnn/cpu-int8", "bundle:digits-cnn"}, proc.stdout
+    report = json.loads((project / "build/digits-cnn/targets/cpu-int8/report.json").read_text())
+    assert report["validation"]["tolerance"]["logits"]["top1_agreement_min"] == 0.97

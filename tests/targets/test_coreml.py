@@ -362,7 +362,7 @@ def test_run_is_skipped_off_macos_and_proxy_is_labelled(built):
     assert result.outputs is None and result.runtime == "coreml"
     assert result.skipped_reason == "Core ML prediction needs macOS; this build ran on Linux"
     proxy = RUNTIME.proxy(ctx, inputs)
-    assert proxy.runtime.startswith("proxy:") and "not emulated" in proxy.runtime
+    assert proxy.runtime.startswith("proxy:") and "decompressed weight tensor(s)" in proxy.runtime
     ref = ctx.reference_outputs()["logits"]
     assert proxy.outputs["logits"].shape == ref.shape
     assert np.mean(proxy.outputs["logits"].argmax(-1) == ref.argmax(-1)) > 0.95
@@ -437,3 +437,35 @@ def test_enumerated_shapes(tmp_path):
 def _ops(spec):
     fn = spec.mlProgram.functions["main"]
     return fn.block_specializations[fn.opset].operations
+
+
+def test_weight_census_decides_the_recorded_precision(tmp_path):
+    """Core ML keeps LSTM weights in float32 under fp16 compute precision: the census says so, and flags it."""
+    from dataclasses import asdict
+
+    from mbuild.recipes.census import apply_census
+
+    ctx, variant = _toy(tmp_path, "LstmNet", "seq", [1, 5, 8])
+    record = asdict(variant)
+    flags = apply_census(record, ctx.recipe)
+    census = record["quantization"]["weights_census"]
+    assert census["float32"]["share"] > 0.9 and record["quantization"]["weights"] == "float32"
+    assert record["quantization"]["weights_stated_by_converter"] == "float16"
+    assert flags and "float32" in flags[0] and "lstm" in flags[0]
+    assert "float32" in record["quantization"]["summary"]
+    assert sum(v["tensors"] for v in census.values()) == variant.audit["weight_tensors"]
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="Core ML predicts on macOS")
+def test_proxy_carries_the_packages_compression(built):
+    """A pruned package's proxy shows the pruning error; a plain fp16 one does not (the proxy used to ignore both)."""
+    from mbuild.validate import compare_outputs
+
+    cosines = {}
+    for name in ("ios-ane", "ios-sparse", "ios-pal"):
+        ctx, _ = built[name]
+        proxy = RUNTIME.proxy(ctx, ctx.validation_inputs())
+        cosines[name] = compare_outputs(ctx.reference_outputs(), proxy.outputs, ctx.manifest.outputs)["logits"]["cosine"]
+    assert cosines["ios-ane"] > 0.9999
+    assert cosines["ios-sparse"] < 0.99  # 50% magnitude pruning, decompressed from the package itself
+    assert cosines["ios-pal"] < cosines["ios-ane"]
