@@ -36,8 +36,9 @@ def cmd_validate(args) -> int:
         targets = ", ".join(f"{n} ({t.runtime}/{t.recipe})" for n, t in m.targets.items())
         print(f"ok: {os.path.relpath(path)}: {m.bundle_id}, {m.source.kind} source, targets: {targets}")
         from mbuild.bundle.selection import selection_warnings
+        from mbuild.validate.budget import budget_warnings
 
-        for warning in selection_warnings(m):
+        for warning in selection_warnings(m) + budget_warnings(m):
             print(f"warning: {warning}", file=sys.stderr)
     return worst
 

@@ -133,3 +133,24 @@ def apply_budget(manifest, target_name: str, record: dict, report: dict, source:
         validation["status"] = "failed"
         validation.setdefault("failures", []).extend(failures)
     return True
+
+
+DEVICE_CLASSES = tuple(f"{p} {e}" for p in ("iOS", "Android") for e in ("2016-2018", "2019-2021", "2022+", "unknown year"))
+
+
+def budget_warnings(manifest) -> list[str]:
+    """``mbuild validate``: an estimated-latency budget naming a device or class that does not exist."""
+    from mbuild.devices import device_ids
+
+    ids = set(device_ids())
+    out = []
+    for name in manifest.targets:
+        spec = budget_for(manifest, name).get("estimated_latency_ms_max") or {}
+        dev, cls = spec.get("device"), spec.get("device_class")
+        if dev and dev not in ids:
+            out.append(f"targets.{name}.budget.estimated_latency_ms_max.device: {dev!r} is not in the device "
+                       "database (mbuild devices); the budget can never be met")
+        if cls and cls not in DEVICE_CLASSES:
+            out.append(f"targets.{name}.budget.estimated_latency_ms_max.device_class: {cls!r} is not a device class; "
+                       f"expected one of {', '.join(DEVICE_CLASSES)}")
+    return out

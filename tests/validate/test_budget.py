@@ -75,3 +75,13 @@ def test_manifest_accepts_budgets_and_refuses_unknown_budget_keys(tmp_path):
     bad = make_project(tmp_path / "bad", {"m.yaml": ONE_TARGET + "budget: {size_mb: 1}\n"})
     with pytest.raises(ManifestError, match="size_mb"):
         load_manifest(bad / "manifests" / "m.yaml")
+
+
+def test_validate_warns_about_a_budget_on_an_unknown_device_or_class(tmp_path):
+    from tests.conftest import run_mbuild
+
+    text = ONE_TARGET + "budget: {estimated_latency_ms_max: {device: iphone-99, ms: 5}}\n"
+    project = make_project(tmp_path / "p", {"m.yaml": text})
+    proc = run_mbuild("validate", str(project / "manifests" / "m.yaml"))
+    assert proc.returncode == 0
+    assert "budget.estimated_latency_ms_max.device: 'iphone-99' is not in the device database" in proc.stderr
