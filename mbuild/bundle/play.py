@@ -19,6 +19,7 @@ by device.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from mbuild.bundle.select import NNAPI_MAX_API, device_properties, select
@@ -104,8 +105,6 @@ class PlayPlan:
 
 def group_name(variant_id: str) -> str:
     """Play group names end up in folder suffixes (#group_<name>): keep letters, digits, underscores."""
-    import re
-
     return re.sub(r"[^A-Za-z0-9_]", "_", variant_id)
 
 
