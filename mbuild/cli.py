@@ -58,30 +58,47 @@ def cmd_build(args) -> int:
     return DoitMain(ModuleTaskLoader(module)).run(argv)
 
 
+def _verified(path: str, args) -> dict:
+    """bundle.json of a bundle that passed ``mbuild verify`` under the project's trust rules (what it proved: stderr)."""
+    from mbuild.bundle.trust import verify_trusted
+
+    verdict = verify_trusted(Path(path), key=getattr(args, "key", None),
+                             require_signed=getattr(args, "require_signed", None))
+    print(f"verified: {path}: {verdict.note}", file=sys.stderr)
+    return verdict.doc
+
+
+def _showing(path: str):
+    """Turn a crash on odd but schema-valid bundle.json content into one line (the schema should have caught it)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+            from mbuild.errors import BundleError
+
+            raise BundleError(f"{path}: bundle.json holds content this command cannot show "
+                              f"({type(e).__name__}: {str(e)[:120]})") from None
+    return guard()
+
+
 def cmd_inspect(args) -> int:
     from mbuild.bundle.inspect import format_bundle
-    from mbuild.bundle.verify import read_bundle_json
 
-    print(format_bundle(read_bundle_json(Path(args.bundle))))
+    doc = _verified(args.bundle, args)
+    with _showing(args.bundle):
+        text = format_bundle(doc)
+    print(text)
     return 0
 
 
 def cmd_verify(args) -> int:
-    from mbuild.bundle.verify import verify_bundle
+    from mbuild.bundle.trust import verify_trusted
 
-    doc = verify_bundle(Path(args.bundle))
-    if args.key:
-        from mbuild.bundle.sign import verify_signature
-
-        verify_signature(Path(args.bundle), Path(args.key))
-        sig_note = ", signature valid"
-    else:
-        from mbuild.bundle.sign import signature_info
-
-        sig = signature_info(Path(args.bundle))
-        sig_note = f", signed by {sig['key-id']} (not checked: pass --key PUB.pem)" if sig else ", unsigned"
-    print(f"ok: {args.bundle}: {doc['name']} {doc['version']}, {len(doc['variants'])} variant(s), "
-          f"checksums and schema valid{sig_note}")
+    verdict = verify_trusted(Path(args.bundle), key=args.key, require_signed=args.require_signed)
+    print(f"ok: {args.bundle}: {verdict.note}")
     return 0
 
 
@@ -95,15 +112,18 @@ def cmd_release(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from mbuild.bundle.diff import diff_bundles, format_diff
+    from mbuild.bundle.diff import diff_documents, format_diff
 
-    d = diff_bundles(Path(args.old), Path(args.new))
+    old, new = _verified(args.old, args), _verified(args.new, args)
+    with _showing(f"{args.old} or {args.new}"):
+        d = diff_documents(old, new)
+        text = format_diff(d) if not args.json else None
     if args.json:
         import json
 
         print(json.dumps(d, indent=2, sort_keys=True))
     else:
-        print(format_diff(d))
+        print(text)
     return 0
 
 
@@ -117,7 +137,7 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from mbuild.bundle.select import device_properties, make_device_properties, select_in_bundle_file
+    from mbuild.bundle.select import device_properties, make_device_properties, select
 
     if args.device:
         from mbuild.devices import get_device
@@ -130,21 +150,20 @@ def cmd_select(args) -> int:
     else:
         print("error: give --device ID or --platform with the device's properties", file=sys.stderr)
         return 2
-    sel = select_in_bundle_file(Path(args.bundle), props)
-    print(f"selected: {sel.variant_id}")
-    print(sel.explanation)
-    for vid, reason in sel.reasons_rejected:
-        print(f"  rejected {vid}: {reason}")
-    if args.device:
-        print(_capacity_line(Path(args.bundle), sel.variant_id, args.device))
+    doc = _verified(args.bundle, args)
+    with _showing(args.bundle):
+        sel = select(doc, props)
+        lines = [f"selected: {sel.variant_id}", sel.explanation]
+        lines += [f"  rejected {vid}: {reason}" for vid, reason in sel.reasons_rejected]
+        if args.device:
+            lines.append(_capacity_line(doc, sel.variant_id, args.device))
+    print("\n".join(lines))
     return 0
 
 
-def _capacity_line(bundle_path: Path, variant_id: str, device_id: str) -> str:
+def _capacity_line(doc: dict, variant_id: str, device_id: str) -> str:
     """The back-of-the-envelope estimate for the chosen variant on that device, with its assumptions."""
-    from mbuild.bundle.verify import read_bundle_json
-
-    variant = next(v for v in read_bundle_json(bundle_path)["variants"] if v["id"] == variant_id)
+    variant = next(v for v in doc["variants"] if v["id"] == variant_id)
     est = (variant.get("capacity") or {}).get(device_id)
     if not est:
         return "capacity estimate: none for this device in the bundle"
@@ -160,11 +179,11 @@ def _capacity_line(bundle_path: Path, variant_id: str, device_id: str) -> str:
 def cmd_export(args) -> int:
     """Platform-native selection files: Play device targeting XML, or a map keyed by Apple model identifier."""
     from mbuild.bundle.exports import apple_model_map_json, play_device_targeting_xml
-    from mbuild.bundle.verify import read_bundle_json
     from mbuild.devices import load_devices
 
-    bundle = read_bundle_json(Path(args.bundle))
-    text = play_device_targeting_xml(bundle) if args.kind == "play" else apple_model_map_json(bundle, load_devices())
+    bundle = _verified(args.bundle, args)
+    with _showing(args.bundle):
+        text = play_device_targeting_xml(bundle) if args.kind == "play" else apple_model_map_json(bundle, load_devices())
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
@@ -196,6 +215,15 @@ def _table(rows) -> str:
     return "\n".join(lines)
 
 
+def _trust_options(p: argparse.ArgumentParser) -> None:
+    """Every reading command verifies first, under the same trust rules as ``mbuild verify``."""
+    p.add_argument("--key", help="trust only this Ed25519 public key (PEM) instead of the project's "
+                                 "[tool.mbuild] trusted_keys; implies --require-signed")
+    p.add_argument("--require-signed", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail unless a trusted key signed the bundle (default: on for dist/releases/, --key, "
+                        "or [tool.mbuild] require_signed = true)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mbuild", description=__doc__)
     p.add_argument("--version", action="version", version=f"mbuild {__version__}")
@@ -209,10 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
     i = sub.add_parser("inspect", help="show a bundle's variants, sizes, quantization and validation")
     i.add_argument("bundle")
+    _trust_options(i)
     i.set_defaults(func=cmd_inspect)
-    ve = sub.add_parser("verify", help="check a bundle's schema, checksums and paths (and signature)")
+    ve = sub.add_parser("verify", help="check a bundle's archive, checksums, schema and paths, and its signature "
+                                       "against the project's trusted keys")
     ve.add_argument("bundle")
-    ve.add_argument("--key", help="Ed25519 public key (PEM) to check the signature with")
+    _trust_options(ve)
     ve.set_defaults(func=cmd_verify)
     r = sub.add_parser("release", help="build, verify, sign and record one immutable version of a bundle")
     r.add_argument("manifest")
@@ -223,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("old")
     df.add_argument("new")
     df.add_argument("--json", action="store_true", help="print the diff as JSON")
+    _trust_options(df)
     df.set_defaults(func=cmd_diff)
     k = sub.add_parser("keygen", help="create an Ed25519 key pair for signing releases")
     k.add_argument("private", help="where to write the private key (PEM)")
@@ -240,11 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Neural Engine Core ML can use")
     s.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--nnapi", action=argparse.BooleanOptionalAction, default=None)
+    _trust_options(s)
     s.set_defaults(func=cmd_select)
     e = sub.add_parser("export", help="write Play device-targeting XML or an Apple model-identifier map")
     e.add_argument("kind", choices=["play", "apple"])
     e.add_argument("bundle")
     e.add_argument("-o", "--output")
+    _trust_options(e)
     e.set_defaults(func=cmd_export)
     d = sub.add_parser("devices", help="list the device database")
     d.set_defaults(func=cmd_devices)

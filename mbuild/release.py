@@ -58,10 +58,9 @@ def next_patch(version: str) -> str:
 
 def content_digest(bundle: Path) -> str:
     """sha256 of the bundle's SHA256SUMS: identical content gives the same digest, signed or not."""
-    from mbuild.bundle.archive import open_archive
+    from mbuild.bundle.verify import check_bundle
 
-    with open_archive(bundle) as zf:
-        return hashlib.sha256(zf.read("SHA256SUMS")).hexdigest()
+    return hashlib.sha256(check_bundle(bundle).sums).hexdigest()
 
 
 def find_previous(dist: Path, name: str, version: str) -> Path | None:
