@@ -106,7 +106,7 @@ def cmd_release(args) -> int:
     """Build through doit, verify, sign (--key or MBUILD_SIGNING_KEY) and record an immutable version."""
     from mbuild.release import describe, release_manifest
 
-    result = release_manifest(args.manifest, args.key, jobs=args.jobs)
+    result = release_manifest(args.manifest, args.key, jobs=args.jobs, unsigned=args.unsigned)
     print(describe(result, Path.cwd()))
     return 0
 
@@ -246,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     ve.set_defaults(func=cmd_verify)
     r = sub.add_parser("release", help="build, verify, sign and record one immutable version of a bundle")
     r.add_argument("manifest")
-    r.add_argument("--key", help="Ed25519 private key (PEM) to sign with; default: $MBUILD_SIGNING_KEY, else unsigned")
+    r.add_argument("--key", help="Ed25519 private key (PEM) to sign with; default: $MBUILD_SIGNING_KEY. Its public key "
+                              "must be in [tool.mbuild] trusted_keys")
+    r.add_argument("--unsigned", action="store_true", help="release without a signature (verify then needs "
+                                                           "--no-require-signed to read dist/releases/)")
     r.add_argument("-n", "--jobs", type=int, default=1)
     r.set_defaults(func=cmd_release)
     df = sub.add_parser("diff", help="what changed between two bundles: sizes, FLOPs, metrics, requirements")

@@ -79,9 +79,13 @@ def build_bundle(manifest: "Manifest") -> Path:
     check_bundle_document(bundle)
     entries["bundle.json"] = canonical_json(bundle).encode()
     entries["SHA256SUMS"] = sha256sums(entries).encode()
-    with atomic_path(lay.bundle_path) as tmp:
-        write_archive(tmp, entries)
-        _check_written(manifest, tmp, records)
+    from mbuild.bundle.released import guard_released, write_build_record
+
+    if not guard_released(manifest, lay, entries["SHA256SUMS"]):
+        with atomic_path(lay.bundle_path) as tmp:
+            write_archive(tmp, entries)
+            _check_written(manifest, tmp, records)
+    write_build_record(lay, entries["SHA256SUMS"], bundle["build_id"])
     write_json_atomic(lay.dist_dir / f"{manifest.bundle_id}.report.json", build_report(bundle, records, omitted))
     for name, why in omitted.items():
         print(f"warning: bundle:{manifest.name}: left out optional target {name}: {why}")
