@@ -119,9 +119,9 @@ def cmd_diff(args) -> int:
         d = diff_documents(old, new)
         text = format_diff(d) if not args.json else None
     if args.json:
-        import json
+        from mbuild.bundle.exports import embeddable_json
 
-        print(json.dumps(d, indent=2, sort_keys=True))
+        sys.stdout.write(embeddable_json(d, sort_keys=True))
     else:
         print(text)
     return 0

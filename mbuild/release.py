@@ -229,7 +229,7 @@ def release_bundle(manifest, key: str | None = None, *, unsigned: bool = False, 
                 "key_id": key_id, "signed": key_id is not None,
                 "manifest": os.path.relpath(manifest.path, manifest.root)})
         previous = find_previous(lay.dist_dir, manifest.name, manifest.version)
-        write_report(bundle, report, previous=previous)
+        write_report(bundle, report, previous=previous, signed_by=key_id)
         return ReleaseResult("released", bundle, report, release_record_path(lay), key_id, previous, tuple(notes))
     finally:
         _lock.release(lock)
@@ -265,7 +265,8 @@ def _rerelease(manifest, lay, record, digest, private, report, notes) -> Release
         notes.append("the released copy is " + (f"signed with {kid}" if kid else "unsigned")
                      + "; a released version is not re-signed")
     if not report.exists():
-        write_report(bundle, report, previous=find_previous(bundle.parent, manifest.name, manifest.version))
+        write_report(bundle, report, previous=find_previous(bundle.parent, manifest.name, manifest.version),
+                     signed_by=kid)
     return ReleaseResult("unchanged", bundle, report, release_record_path(lay), kid, None, tuple(notes))
 
 
