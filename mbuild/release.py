@@ -158,7 +158,7 @@ def _dist_problem(manifest, lay) -> str | None:
     try:
         checked = check_bundle(lay.bundle_path)
     except BundleError as e:
-        return f"{rel} does not verify: {e}"
+        return f"{rel} does not verify: {str(e).removeprefix(f'{lay.bundle_path}: ')}"
     if content_sha256(checked.sums) != record["content_sha256"]:
         return f"{rel} is not the bundle the build made (its SHA256SUMS differs from the build record)"
     for v in checked.doc["variants"]:

@@ -69,13 +69,27 @@ def _swap_int8_consistently(path):
     assert run_mbuild("verify", str(path)).returncode == 0
 
 
-def test_release_rebuilds_a_dist_bundle_altered_after_the_build(keyed, tmp_path):
+def _flip_int8_byte(path):
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(INT8)
+    at = info.header_offset + 30 + len(info.filename) + len(info.extra) + 1000
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("tamper,found", [
+    (_swap_int8_consistently, "is not the bundle the build made"),
+    (_flip_int8_byte, f"does not verify: entry '{INT8}' does not match its CRC"),
+], ids=["repacked", "flipped"])
+def test_release_rebuilds_a_dist_bundle_altered_after_the_build(keyed, tmp_path, tamper, found):
+    """doit treats the existing dist bundle as up to date; release must not sign it as it is."""
     project = _project(keyed, tmp_path)
     validated = (project / "build/digits-cnn/targets/cpu-int8/variant/model.onnx").read_bytes()
-    _swap_int8_consistently(project / BUNDLE)
+    tamper(project / BUNDLE)
     proc = _release(project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "found: dist/digits-cnn-1.0.0.mbundle is not the bundle the build made" in proc.stdout, proc.stdout
+    assert f"note: found: dist/digits-cnn-1.0.0.mbundle {found}" in proc.stdout, proc.stdout
     assert _entries(project / RELEASED)[INT8] == validated
     assert run_mbuild("verify", RELEASED, cwd=project).returncode == 0
 
