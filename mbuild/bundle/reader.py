@@ -147,6 +147,8 @@ class BundleReader:
             raise self._refuse("zip64 archives are not supported (mbuild writes none)")
         if n_total > MAX_ENTRIES:
             raise self._refuse(f"{n_total} entries; a bundle holds at most {MAX_ENTRIES}")
+        if cd_size > n_total * (_CDIR.size + MAX_NAME_BYTES + 2 * 65535):
+            raise self._refuse("central directory larger than its entries can be")
         eocd_at = size - _EOCD.size
         if cd_offset + cd_size != eocd_at:
             raise self._refuse("bytes between the central directory and its end record, or a wrong "
@@ -197,10 +199,11 @@ class BundleReader:
             parts = key.split("/")
             for i in range(1, len(parts)):
                 dirs.setdefault("/".join(parts[:i]), name)
-            if local != expected_local:
-                raise self._refuse(f"{label}: {local - expected_local if local > expected_local else 'overlapping'}"
-                                   f"{' unaccounted bytes' if local > expected_local else ' data'} before its local "
-                                   "header (prepended data, a hidden entry, or a forged offset)")
+            if local > expected_local:
+                raise self._refuse(f"{label}: {local - expected_local} unaccounted bytes before its local header "
+                                   "(prepended data, a hidden entry, or a forged offset)")
+            if local < expected_local:
+                raise self._refuse(f"{label}: its local header overlaps the previous entry (a forged offset)")
             data_offset = self._check_local(label, local, raw_name, (needed, flags, method, mtime, mdate, crc,
                                                                       csize, usize))
             if data_offset + csize > cd_offset:
@@ -364,16 +367,18 @@ def load_json(data: bytes, where: str) -> dict:
         raise BundleError(f"{where}: not UTF-8 (byte {e.start})") from None
     if text.startswith("\ufeff"):
         raise BundleError(f"{where}: starts with a byte-order mark")
-    _check_depth(text, where)
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int,
                                        parse_float=_finite_float, parse_constant=_no_constant)
     except _JSONLimit as e:
         raise BundleError(f"{where}: {e}") from None
-    except (ValueError, RecursionError) as e:
+    except RecursionError:
+        raise BundleError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:
         raise BundleError(f"{where}: not valid JSON ({str(e).splitlines()[0][:200]})") from None
     if not isinstance(doc, dict):
         raise BundleError(f"{where}: must hold a JSON object")
+    _check_depth(doc, where)
     return doc
 
 
@@ -381,17 +386,18 @@ class _JSONLimit(ValueError):
     pass
 
 
-def _check_depth(text: str, where: str) -> None:
-    """Refuse nesting deeper than MAX_JSON_DEPTH before the recursive parser sees it (one C-speed pass per level)."""
-    brackets = re.sub(r"[^\[\]{}]", "", re.sub(r'"(?:[^"\\]|\\.)*"', "", text))
+def _check_depth(doc, where: str) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH (iteratively: readers that recurse must not be the ones to find out).
+
+    The parser itself stops at the interpreter's recursion limit with a RecursionError, caught by the caller.
+    """
+    level = [doc]
     for _ in range(MAX_JSON_DEPTH):
-        if not brackets:
+        level = [child for node in level if isinstance(node, (dict, list))
+                 for child in (node.values() if isinstance(node, dict) else node)]
+        if not level:
             return
-        shorter = re.sub(r"\[\]|\{\}", "", brackets)
-        if shorter == brackets:
-            return  # unbalanced: the parser reports it
-        brackets = shorter
-    if brackets:
+    if any(isinstance(node, (dict, list)) for node in level):
         raise BundleError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
 
 

@@ -155,6 +155,8 @@ CASES = [
     ("content", "5000-digit-int", lambda: craft(_bundle_json(json.dumps(_doc_with(format=1)).encode()
                                                                .replace(b'"format": 1', b'"format": ' + b"9" * 5000))),
      "digits"),
+    ("content", "escapes-unterminated", lambda: craft(_bundle_json(b'{"a": "' + b'\\"' * 200_000 + b"}")),
+     "not valid JSON"),
     ("content", "not-utf8", lambda: craft(_bundle_json(b'{"name": "\xff"}')), "not UTF-8"),
     ("content", "bom", lambda: craft(_bundle_json(b"\xef\xbb\xbf" + BASE["bundle.json"])), "byte-order mark"),
     ("content", "duplicate-key", lambda: craft(_bundle_json(BASE["bundle.json"][:-1] + b', "name": "evil"}')),
@@ -394,6 +396,12 @@ def test_60000_entries_refused_fast_and_9000_read_in_linear_time(tmp_path):
     ok.write_bytes(craft(with_listed(BASE, extra)))
     t = time.perf_counter()
     verify_bundle(ok)
+    assert time.perf_counter() - t < 2
+    from mbuild.bundle.reader import load_json
+
+    t = time.perf_counter()  # a regex over JSON strings went quadratic on this; the parser alone is linear
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_json(b'{"a": "' + b'\\"' * 2_000_000 + b"}", "bundle.json")
     assert time.perf_counter() - t < 2
 
 
