@@ -98,13 +98,17 @@ def _deflate(data: bytes) -> bytes:
 
 
 def deflated_zeros(size: int) -> bytes:
-    """A raw deflate stream of ``size`` zero bytes, made in 1 MiB steps (never holds ``size`` bytes)."""
+    """A raw deflate stream of ``size`` zero bytes (a multiple of 1 MiB), built without ever holding ``size`` bytes.
+
+    A full flush resets the compressor, so every 1 MiB block compresses to the same segment; the
+    stream is that segment repeated, then an empty final block.
+    """
+    assert size % (1 << 20) == 0
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = bytes(1 << 20)
-    parts = [c.compress(block) for _ in range(size >> 20)]
-    parts.append(c.compress(bytes(size & ((1 << 20) - 1))))
-    parts.append(c.flush())
-    return b"".join(parts)
+    c.compress(bytes(1 << 20))
+    c.flush(zlib.Z_FULL_FLUSH)
+    segment = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
+    return segment * (size >> 20) + b"\x03\x00"
 
 
 MODEL = bytes(range(256)) * 16
