@@ -84,13 +84,20 @@ def _showing(path: str):
     return guard()
 
 
+def _printable(text: str) -> str:
+    """Bundle text for a terminal: control characters (ANSI escapes) and bidi overrides shown as '?'."""
+    import re
+
+    return re.sub("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", "?", text)
+
+
 def cmd_inspect(args) -> int:
     from mbuild.bundle.inspect import format_bundle
 
     doc = _verified(args.bundle, args)
     with _showing(args.bundle):
         text = format_bundle(doc)
-    print(text)
+    print(_printable(text))
     return 0
 
 
@@ -123,7 +130,7 @@ def cmd_diff(args) -> int:
 
         sys.stdout.write(embeddable_json(d, sort_keys=True))
     else:
-        print(text)
+        print(_printable(text))
     return 0
 
 
@@ -157,7 +164,7 @@ def cmd_select(args) -> int:
         lines += [f"  rejected {vid}: {reason}" for vid, reason in sel.reasons_rejected]
         if args.device:
             lines.append(_capacity_line(doc, sel.variant_id, args.device))
-    print("\n".join(lines))
+    print(_printable("\n".join(lines)))
     return 0
 
 

@@ -74,3 +74,21 @@ def test_report_shows_only_a_verified_key_id(tmp_path):
     assert "signed by" not in page
     page = write_report(bundle, tmp_path / "r.html", signed_by="sha256:0123456789abcdef").read_text()
     assert "signed by sha256:0123456789abcdef" in page
+
+
+def test_terminal_output_carries_no_escape_sequences(tmp_path, capsys):
+    """inspect/select/diff print bundle text; an ANSI escape or a bidi override in it is shown as '?'."""
+    from mbuild.cli import main
+    from tests.security._craft import base_entries, craft, specs_of
+
+    doc = base_doc()
+    doc["variants"][0]["quantization"]["summary"] = "int8\x1b[2J\x1b]0;owned\x07 \u202eevil"
+    doc["variants"][0]["requirements"]["note"] = "\x1b[31mred"
+    bundle = tmp_path / "tiny-1.0.0.mbundle"
+    bundle.write_bytes(craft(specs_of(base_entries(doc))))
+    for argv in (["inspect", str(bundle)], ["select", str(bundle), "--platform", "linux"],
+                 ["diff", str(bundle), str(bundle)]):
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out, (argv, out)
+    assert main(["inspect", str(bundle)]) == 0 and "int8?[2J" in capsys.readouterr().out
