@@ -40,9 +40,15 @@ def tolerance_for(manifest: "Manifest", target: "TargetConfig", recipe: "RecipeC
     result = {}
     for name, spec in manifest.outputs.items():
         out = default_tolerance(recipe.family, spec.kind)
+        parts: dict[str, dict] = {}
         for level in levels:
             out.update({k: v for k, v in (level or {}).items() if k != "outputs"})
-            out.update(((level or {}).get("outputs") or {}).get(name, {}))
+            entry = ((level or {}).get("outputs") or {}).get(name, {})
+            out.update({k: v for k, v in entry.items() if k != "parts"})
+            for part, limits in (entry.get("parts") or {}).items():
+                parts.setdefault(part, {}).update(limits)
+        if parts:
+            out["parts"] = parts
         result[name] = out
     return result
 

@@ -1,7 +1,7 @@
 """Default tolerances by recipe family and output kind (documented in docs/recipes.md).
 
-Tensor limits apply to every output (and to each part of a detection output); task limits to
-outputs of their kind. A manifest overrides them: validate.default -> validate.<recipe> -> the
+Tensor limits apply to every output as a whole; task limits to outputs of their kind. The parts of a
+detection output gate only where a tolerance names them (``outputs.<name>.parts.<part>``). A manifest overrides them: validate.default -> validate.<recipe> -> the
 target's validate, each level's ``outputs.<name>`` after its general keys.
 """
 from __future__ import annotations

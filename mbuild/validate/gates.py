@@ -27,30 +27,36 @@ GATES = {
     "range_error_max": ("range_error", "max"),
     "stream_cosine_min": ("stream_cosine", "min"),
 }
-# Keys that also gate each part of a detection output, on that part's own scale.
+# Keys that may gate a part of a detection output (``outputs.<name>.parts.<part>`` in a tolerance).
 PART_GATES = {"max_abs_max", "mean_abs_max", "rmse_max", "cosine_min", "snr_db_min", "channel_snr_db_min"}
 # Task metrics: the ones the searches rank by and 'exclude: auto' starts on.
 TASK_METRICS = {m for k, (m, _) in GATES.items() if k not in PART_GATES}
 
 
-def check_tolerance(metrics: dict[str, dict], tolerance: dict[str, dict[str, float]]) -> tuple[list[dict], list[str]]:
-    """(failures, notes): one failure per broken limit; a note per limit whose metric is n/a for that output."""
+def check_tolerance(metrics: dict[str, dict], tolerance: dict[str, dict]) -> tuple[list[dict], list[str]]:
+    """(failures, notes): one failure per broken limit; a note per limit whose metric is n/a for that output.
+
+    ``tolerance[output]`` holds the output's limits; its ``parts`` entry, the limits of each part of a
+    detection output (measured on the part's own scale).
+    """
     failures, notes = [], []
     for output, values in metrics.items():
-        limits = tolerance.get(output, {})
-        for key, limit in sorted(limits.items()):
-            metric, sense = GATES[key]
-            targets = [(None, values)]
-            if key in PART_GATES:
-                targets += sorted((values.get("parts") or {}).items())
-            for part, vals in targets:
+        limits = dict(tolerance.get(output, {}))
+        part_limits = limits.pop("parts", {}) or {}
+        checks = [(None, values, limits)]
+        checks += [(part, (values.get("parts") or {}).get(part), lim) for part, lim in sorted(part_limits.items())]
+        for part, vals, lims in checks:
+            where = f"{output}.{part}" if part else output
+            if vals is None:
+                notes.append(f"{where}: no such part of this output, so its limits were not applied")
+                continue
+            for key, limit in sorted(lims.items()):
+                metric, sense = GATES[key]
                 if metric not in vals:
                     continue  # not a metric of this kind (top-1 of a regression output)
                 value = vals[metric]
-                where = f"{output}.{part}" if part else output
                 if value is None:
-                    if part is None:
-                        notes.append(f"{where}: {metric} is n/a here, so {key} was not applied")
+                    notes.append(f"{where}: {metric} is n/a here, so {key} was not applied")
                     continue
                 broken = value > limit if sense == "max" else value < limit
                 if broken:

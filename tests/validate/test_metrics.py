@@ -45,8 +45,12 @@ def test_a_concatenated_output_whose_small_range_part_is_destroyed_fails():
     assert m["parts"]["scores"]["cosine"] < 0.99  # ... the scores, on their own scale, do not
     failures, _ = check_tolerance(metrics, {"output0": default_tolerance("int8-static", "detection")})
     assert m["recall"] < 0.9 and any(f["metric"] == "recall" and f["task_metric"] for f in failures)
-    assert any(f["part"] == "scores" and f["metric"] == "cosine" for f in failures)
     assert all("output0" in f["message"] for f in failures)
+    # a part gates where the tolerance names it, on its own scale
+    strict = {"output0": {**default_tolerance("int8-static", "detection"), "parts": {"scores": {"cosine_min": 0.98}}}}
+    part_failures = [f for f in check_tolerance(metrics, strict)[0] if f["part"]]
+    assert [(f["part"], f["metric"]) for f in part_failures] == [("scores", "cosine")]
+    assert part_failures[0]["message"].startswith("output0.scores: cosine = ")
 
     repaired = ref.copy()
     repaired[:, 0, :4] += rng.normal(0, 0.3, repaired[:, 0, :4].shape)
