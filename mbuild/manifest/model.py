@@ -55,6 +55,7 @@ class OutputSpec:
     iou_threshold: float = 0.45
     match_iou: float = 0.5
     max_detections: int = 300
+    score_margin: float = 0.05
     threshold: float = 0.5
     activation: str = "none"
     decode: str | None = None
@@ -90,7 +91,8 @@ class OutputSpec:
                    axis=spec.get("axis"), margin=spec.get("margin"), parts=parts,
                    score_threshold=float(spec.get("score_threshold", 0.25)),
                    iou_threshold=float(spec.get("iou_threshold", 0.45)), match_iou=float(spec.get("match_iou", 0.5)),
-                   max_detections=int(spec.get("max_detections", 300)), threshold=float(spec.get("threshold", 0.5)),
+                   max_detections=int(spec.get("max_detections", 300)),
+                   score_margin=float(spec.get("score_margin", 0.05)), threshold=float(spec.get("threshold", 0.5)),
                    activation=spec.get("activation", "none"), decode=spec.get("decode"), blank=spec.get("blank"),
                    range=tuple(rng) if rng else None, units=spec.get("units", ""),
                    state_input=(spec.get("state") or {}).get("input"), snr_floor=float(spec.get("snr_floor", 1e-3)))

@@ -84,7 +84,8 @@ def output_metrics(ref, out, spec: "OutputSpec", res: Resolved, labels, referenc
     elif kind == "detection":
         from mbuild.validate.detection import DetectionConfig, detection_metrics
 
-        cfg = DetectionConfig(spec.score_threshold, spec.iou_threshold, spec.match_iou, spec.max_detections)
+        cfg = DetectionConfig(spec.score_threshold, spec.iou_threshold, spec.match_iou, spec.max_detections,
+                              spec.score_margin)
         m.update(detection_metrics(reference, outputs, res.parts, cfg))
         m["parts"] = _part_metrics(reference, outputs, res, spec.snr_floor)
     return m

@@ -1,8 +1,9 @@
 """Default tolerances by recipe family and output kind (documented in docs/recipes.md).
 
 Tensor limits apply to every output as a whole; task limits to outputs of their kind. The parts of a
-detection output gate only where a tolerance names them (``outputs.<name>.parts.<part>``). A manifest overrides them: validate.default -> validate.<recipe> -> the
-target's validate, each level's ``outputs.<name>`` after its general keys.
+detection output gate only where a tolerance names them (``outputs.<name>.parts.<part>``). A manifest
+overrides them: validate.default -> validate.<recipe> -> the target's validate, each level's
+``outputs.<name>`` after its general keys.
 """
 from __future__ import annotations
 

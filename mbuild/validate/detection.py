@@ -1,7 +1,9 @@
 """Detection: decode the reference's and the variant's boxes, match them, and measure what an app would see.
 
 Both sides are decoded the same way (score threshold, class-wise NMS); variant detections are
-matched to reference detections of the same class by IoU. Recall says how many of the
+matched to reference detections of the same class by IoU. A detection whose score only crosses the
+threshold by less than ``score_margin`` is matched against the other side decoded at the lowered
+threshold, so boundary jitter is not counted as a lost or invented object. Recall says how many of the
 reference's detections survive, precision how many of the variant's are real, box IoU how well
 the matched boxes sit, and the per-class score error how far the scores moved where they matter.
 """
@@ -23,6 +25,12 @@ class DetectionConfig:
     iou_threshold: float = 0.45
     match_iou: float = 0.5
     max_detections: int = 300
+    score_margin: float = 0.05  # a detection whose score only jitters across the threshold by less counts as kept
+
+    def lowered(self) -> "DetectionConfig":
+        from dataclasses import replace
+
+        return replace(self, score_threshold=self.score_threshold - self.score_margin)
 
 
 def part_values(arrays: dict[str, np.ndarray], part: Part) -> np.ndarray:
@@ -118,18 +126,22 @@ def detection_metrics(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], pa
     os_ = _activate(part_values(out, sp), sp.activation)
     ref_total = out_total = 0
     ious: list[float] = []
+    precise = 0
+    low = cfg.lowered()
     for s in range(len(rb)):
-        r = decode_sample(rb[s], rs[s], cfg)
-        o = decode_sample(ob[s], os_[s], cfg)
+        r, o = decode_sample(rb[s], rs[s], cfg), decode_sample(ob[s], os_[s], cfg)
         ref_total += len(r[0])
         out_total += len(o[0])
-        ious += match(r, o, cfg.match_iou)
+        # recall: the reference's detections the variant still finds (scores may jitter by score_margin);
+        # precision: the variant's detections that the reference also has, the same way round
+        ious += match(r, decode_sample(ob[s], os_[s], low), cfg.match_iou)
+        precise += len(match(o, decode_sample(rb[s], rs[s], low), cfg.match_iou))
     relevant = (rs >= cfg.score_threshold) | (os_ >= cfg.score_threshold)
     per_class = np.where(relevant, np.abs(os_ - rs), 0.0).max(axis=(0, 1))
     worst = int(np.argmax(per_class)) if per_class.size else None
     return {
         "recall": len(ious) / ref_total if ref_total else None,
-        "precision": len(ious) / out_total if out_total else None,
+        "precision": precise / out_total if out_total else None,
         "box_iou": float(np.mean(ious)) if ious else None,
         "score_error_max": float(per_class[worst]) if worst is not None else None,
         "worst_class": worst,
