@@ -88,3 +88,39 @@ def events(project: Path) -> list[dict]:
 
     log = project / ".mbuild" / "cache-log.jsonl"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
+CACHED = {"source:digits-cnn", "variant:digits-cnn/cpu-fp32", "variant:digits-cnn/cpu-int8",
+          "check:digits-cnn/cpu-fp32", "check:digits-cnn/cpu-int8"}
+
+
+def timed_doit(project: Path, *args: str, **env) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    proc = run_in(project, "doit", *args, env=env)
+    seconds = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, seconds
+
+
+@pytest.fixture(scope="session")
+def pushed(s3_endpoint, tmp_path_factory):
+    """Copy A: DIGITS_CPU built once in read-write mode; its cache URL, bucket, wall time and output."""
+    url = make_bucket(s3_endpoint, "shared")
+    a = cache_project(tmp_path_factory.mktemp("a"), url, s3_endpoint, mode="read-write")
+    proc, seconds = timed_doit(a)
+    return {"project": a, "url": url, "bucket": "shared", "seconds": seconds, "stdout": proc.stdout,
+            "bundle": (a / BUNDLE).read_bytes()}
+
+
+@pytest.fixture(scope="session")
+def restored(pushed, s3_endpoint, tmp_path_factory):
+    """Copy B: empty, read-only (the default), built by `doit` from A's cache; the bucket listed before and after.
+
+    Its bundle bytes are kept here: a later test merges a host record into B's bundle.
+    """
+    before = bucket_listing(s3_endpoint, pushed["bucket"])
+    b = cache_project(tmp_path_factory.mktemp("b"), pushed["url"], s3_endpoint)
+    proc, seconds = timed_doit(b)
+    return {"project": b, "seconds": seconds, "stdout": proc.stdout, "before": before,
+            "after": bucket_listing(s3_endpoint, pushed["bucket"]), "bundle": (b / BUNDLE).read_bytes()}
