@@ -39,6 +39,11 @@ def before_step(manifest, step: str, rest: list[str]) -> bool:
         return False
     if entry is None:
         log_event(manifest, name, "miss", key=key)
+        if os.environ.get("MBUILD_CACHE_ON_MISS") == "fail":  # a bundle job must not convert anything itself
+            from mbuild.errors import BuildError
+
+            raise BuildError(f"{name} is not in the cache {store.config.url} (key {str(key)[:12]}) and "
+                             "MBUILD_CACHE_ON_MISS=fail: did every shard job succeed and push?")
         return False
     from mbuild.cache.store import CorruptBlobError
 
