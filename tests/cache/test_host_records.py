@@ -39,3 +39,14 @@ def test_host_record_is_merged_and_a_record_for_another_artifact_is_refused(push
     assert int8["status"] == "passed" and "host" not in int8  # kept its own (build-host) validation
     verify = run_in(bundle_job, "mbuild", "verify", BUNDLE)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_check_names_what_is_missing(tmp_path):
+    from tests.conftest import DIGITS_CPU, make_project
+
+    project = make_project(tmp_path / "p", {"digits.yaml": DIGITS_CPU})
+    proc = run_in(project, "mbuild", "check", "--runtime", "coreml")
+    assert proc.returncode == 1 and "no target with runtime 'coreml'" in proc.stderr
+    proc = run_in(project, "mbuild", "check", "--runtime", "onnxruntime", "--target", "cpu-int8")  # nothing built
+    assert proc.returncode == 1 and "source:digits-cnn is neither built here" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -65,3 +65,12 @@ def test_two_shards_then_a_bundle_job_give_the_full_build_bundle(pushed, s3_endp
     assert {e["task"] for e in log if e["event"] == "restored"} == CACHED
     assert not [e for e in log if e["event"] == "ran"], log  # no variant (or any cached) task ran here
     assert (job / BUNDLE).read_bytes() == pushed["bundle"]
+
+
+def test_a_shard_with_no_target_builds_nothing(tmp_path):
+    project = make_project(tmp_path / "p", {"digits.yaml": DIGITS_CPU})
+    proc = run_in(project, "mbuild", "build", "--shard", "3/3")  # 2 targets over 3 shards: the third is empty
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "shard 3/3: no targets" in proc.stdout and not (project / "build").exists()
+    bad = run_in(project, "mbuild", "build", "--shard", "4/3")
+    assert bad.returncode == 1 and "expected I/N with 1 <= I <= N" in bad.stderr and "Traceback" not in bad.stderr
