@@ -47,7 +47,7 @@ def _moto():
 def run(runs: int) -> dict:
     proc, endpoint = _moto()
     work = Path(tempfile.mkdtemp(prefix="mbuild-cache-bench."))
-    a_times, b_times, same, restored = [], [], [], []
+    a_times, b_times, same, restored, pushed = [], [], [], [], []
     try:
         for i in range(runs):
             url = make_bucket(endpoint, f"bench{i}")
@@ -56,12 +56,13 @@ def run(runs: int) -> dict:
             a_times.append(timed_doit(a)[1])
             b_times.append(timed_doit(b)[1])
             same.append((a / BUNDLE).read_bytes() == (b / BUNDLE).read_bytes())
+            pushed.append(sum(e["event"] == "pushed" for e in events(a)))
             log = events(b)
             restored.append((sum(e["event"] == "restored" for e in log), sum(e["event"] == "ran" for e in log)))
     finally:
         proc.terminate()
         shutil.rmtree(work, ignore_errors=True)
-    return {"a": stats(a_times), "b": stats(b_times), "same": all(same), "restored": restored}
+    return {"a": stats(a_times), "b": stats(b_times), "same": all(same), "restored": restored, "pushed": pushed}
 
 
 def table(r: dict) -> str:
@@ -72,7 +73,7 @@ def table(r: dict) -> str:
         "",
         "| measurement | wall time | notes |",
         "|---|---|---|",
-        f"| A: cold `doit`, read-write cache (build + push) | {fmt(r['a'], digits=1)} | 5 tasks pushed, bundle built |",
+        f"| A: cold `doit`, read-write cache (build + push) | {fmt(r['a'], digits=1)} | tasks pushed: {', '.join(map(str, r['pushed']))}; bundle built |",
         f"| B: `doit` in an empty copy, read-only cache (restore) | {fmt(r['b'], digits=1)} | cached tasks: {hits}; "
         f"bundle byte-identical to A's: {'yes' if r['same'] else 'NO'} |",
     ])
@@ -88,7 +89,7 @@ def main() -> int:
     old = path.read_text() if path.exists() else "# mbuild bench results\n"
     parts = old.rstrip("\n").split("\n## ")
     kept = [x for x in parts[1:] if not x.startswith(TITLE.split(":")[0] + ":")]
-    path.write_text("\n## ".join([parts[0], *kept, f"{TITLE}\n\n{text}"]) + "\n")
+    path.write_text("\n## ".join([parts[0], *kept]).rstrip("\n") + f"\n\n## {TITLE}\n\n{text}\n")
     print("updated bench/results.md")
     return 0 if r["same"] else 1
 
