@@ -73,7 +73,8 @@ def table(r: dict) -> str:
         "",
         "| measurement | wall time | notes |",
         "|---|---|---|",
-        f"| A: cold `doit`, read-write cache (build + push) | {fmt(r['a'], digits=1)} | tasks pushed: {', '.join(map(str, r['pushed']))}; bundle built |",
+        f"| A: cold `doit`, read-write cache (build + push) | {fmt(r['a'], digits=1)} | tasks pushed: "
+        f"{', '.join(map(str, r['pushed']))}; bundle built |",
         f"| B: `doit` in an empty copy, read-only cache (restore) | {fmt(r['b'], digits=1)} | cached tasks: {hits}; "
         f"bundle byte-identical to A's: {'yes' if r['same'] else 'NO'} |",
     ])
