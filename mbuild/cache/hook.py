@@ -37,6 +37,8 @@ def before_step(manifest, step: str, rest: list[str]) -> bool:
     except Exception as e:  # noqa: BLE001 - an unreachable cache means a local build, not a failed one
         print(f"warning: cache: {name}: cannot read {store.config.url} ({type(e).__name__}: {e}); building locally")
         return False
+    if entry is not None and not entry.get("files"):
+        entry = None  # an entry that restores nothing cannot stand for a step's outputs
     if entry is None:
         log_event(manifest, name, "miss", key=key)
         if os.environ.get("MBUILD_CACHE_ON_MISS") == "fail":  # a bundle job must not convert anything itself
@@ -79,6 +81,8 @@ def after_step(manifest, step: str, rest: list[str]) -> None:
     try:
         key = task_key(manifest, step, target)
         if key is None:
+            return
+        if not output_files(manifest, step, target):
             return
         entry = push_outputs(store, manifest, step, target, key, seconds, replace=bool(_started.get("refused")))
         store.put_duration(name, seconds)

@@ -78,9 +78,10 @@ def _ensure_outputs(manifest, step: str, target: str) -> None:
     key = task_key(manifest, step, target if step != "source" else None)
     entry = store.get_entry(key) if store is not None and key else None
     if entry is None:
-        raise BuildError(f"{name} is neither built here ({os.path.relpath(_folder(manifest, step, target))}) nor in "
-                         f"the cache{' (key ' + key[:12] + ')' if key else ''}; run the build jobs first, download "
-                         "their build/ folder, or pass --build-platform of the builders")
+        where = "no cache is configured" if store is None else f"not in the cache{' (key ' + key[:12] + ')' if key else ''}"
+        raise BuildError(f"{name} is neither built here ({os.path.relpath(_folder(manifest, step, target))}) and "
+                         f"{where}; run the build jobs first, download their build/ folder, or pass --build-platform "
+                         "of the builders")
     restore_entry(store, manifest, step, target if step != "source" else None, entry)
     print(f"{name}: restored from the cache (key {key[:12]})")
 

@@ -17,6 +17,7 @@ from mbuild.layout import layout_for
 
 RECORD_FORMAT = "mbuild-host-validation/1"
 RECORD_NAME = "host-validation.json"
+HOST_KEYS = ("os", "os_version", "machine", "runtime")
 
 
 def record_path(manifest, target: str) -> Path:
@@ -60,9 +61,12 @@ def record_problem(manifest, target: str, record: dict, digest: str | None) -> s
     if record.get("artifact_sha256") != digest:
         return (f"it was made for artifact sha256 {str(record.get('artifact_sha256'))[:16]}..., this variant's "
                 f"artifact is {digest[:16]}...")
-    status = (record.get("validation") or {}).get("status")
-    if status not in ("passed", "failed"):
-        return f"its validation status is {status!r}, not passed/failed"
+    validation, host = record.get("validation"), record.get("host")
+    status = validation.get("status") if isinstance(validation, dict) else None
+    if status not in ("passed", "failed") or not isinstance(validation.get("metrics"), dict):
+        return f"its validation ({status!r}) is not a passed/failed run with metrics"
+    if not isinstance(host, dict) or not all(isinstance(host.get(k), str) for k in HOST_KEYS):
+        return f"it does not name its host ({', '.join(HOST_KEYS)})"
     return None
 
 
