@@ -67,36 +67,59 @@ def cmd_build(args) -> int:
     return DoitMain(ModuleTaskLoader(module)).run(argv)
 
 
+def _verified(path: str, args) -> dict:
+    """bundle.json of a bundle that passed ``mbuild verify`` under the project's trust rules (what it proved: stderr)."""
+    from mbuild.bundle.trust import verify_trusted
+
+    verdict = verify_trusted(Path(path), key=getattr(args, "key", None),
+                             require_signed=getattr(args, "require_signed", None))
+    print(f"verified: {path}: {verdict.note}", file=sys.stderr)
+    return verdict.doc
+
+
+def _showing(path: str):
+    """Turn a crash on odd but schema-valid bundle.json content into one line (the schema should have caught it)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+            from mbuild.errors import BundleError
+
+            raise BundleError(f"{path}: bundle.json holds content this command cannot show "
+                              f"({type(e).__name__}: {str(e)[:120]})") from None
+    return guard()
+
+
+def _printable(text: str) -> str:
+    """Bundle text for a terminal: control characters (ANSI escapes) and bidi overrides shown as '?'."""
+    import re
+
+    return re.sub("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", "?", text)
+
+
 def cmd_inspect(args) -> int:
     from mbuild.bundle.inspect import format_bundle
-    from mbuild.bundle.verify import read_bundle_json
 
-    doc = read_bundle_json(Path(args.bundle))
+    doc = _verified(args.bundle, args)
     if args.json:
         import json
 
         print(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False))
         return 0
-    print(format_bundle(doc))
+    with _showing(args.bundle):
+        text = format_bundle(doc)
+    print(_printable(text))
     return 0
 
 
 def cmd_verify(args) -> int:
-    from mbuild.bundle.verify import verify_bundle
+    from mbuild.bundle.trust import verify_trusted
 
-    doc = verify_bundle(Path(args.bundle))
-    if args.key:
-        from mbuild.bundle.sign import verify_signature
-
-        verify_signature(Path(args.bundle), Path(args.key))
-        sig_note = ", signature valid"
-    else:
-        from mbuild.bundle.sign import signature_info
-
-        sig = signature_info(Path(args.bundle))
-        sig_note = f", signed by {sig['key-id']} (not checked: pass --key PUB.pem)" if sig else ", unsigned"
-    print(f"ok: {args.bundle}: {doc['name']} {doc['version']}, {len(doc['variants'])} variant(s), "
-          f"checksums and schema valid{sig_note}")
+    verdict = verify_trusted(Path(args.bundle), key=args.key, require_signed=args.require_signed)
+    print(f"ok: {args.bundle}: {verdict.note}")
     return 0
 
 
@@ -104,21 +127,24 @@ def cmd_release(args) -> int:
     """Build through doit, verify, sign (--key or MBUILD_SIGNING_KEY) and record an immutable version."""
     from mbuild.release import describe, release_manifest
 
-    result = release_manifest(args.manifest, args.key, jobs=args.jobs)
+    result = release_manifest(args.manifest, args.key, jobs=args.jobs, unsigned=args.unsigned)
     print(describe(result, Path.cwd()))
     return 0
 
 
 def cmd_diff(args) -> int:
-    from mbuild.bundle.diff import diff_bundles, format_diff
+    from mbuild.bundle.diff import diff_documents, format_diff
 
-    d = diff_bundles(Path(args.old), Path(args.new))
+    old, new = _verified(args.old, args), _verified(args.new, args)
+    with _showing(f"{args.old} or {args.new}"):
+        d = diff_documents(old, new)
+        text = format_diff(d) if not args.json else None
     if args.json:
-        import json
+        from mbuild.bundle.exports import embeddable_json
 
-        print(json.dumps(d, indent=2, sort_keys=True))
+        sys.stdout.write(embeddable_json(d, sort_keys=True))
     else:
-        print(format_diff(d))
+        print(_printable(text))
     return 0
 
 
@@ -132,7 +158,7 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from mbuild.bundle.select import device_properties, make_device_properties, select_in_bundle_file
+    from mbuild.bundle.select import device_properties, make_device_properties, select
 
     if args.device:
         from mbuild.devices import get_device
@@ -146,21 +172,20 @@ def cmd_select(args) -> int:
         print("error: give --device ID or --platform with the device's properties", file=sys.stderr)
         return 2
     from mbuild.bundle.select_view import selection_json, selection_table
-    from mbuild.bundle.verify import read_bundle_json
 
-    sel = select_in_bundle_file(Path(args.bundle), props)
-    bundle = read_bundle_json(Path(args.bundle))
-    capacity = _capacity(bundle, sel.variant_id, args.device) if args.device else None
-    if args.json:
-        import json
+    bundle = _verified(args.bundle, args)
+    with _showing(args.bundle):
+        sel = select(bundle, props)
+        capacity = _capacity(bundle, sel.variant_id, args.device) if args.device else None
+        if args.json:
+            import json
 
-        print(json.dumps(selection_json(sel, props, capacity), indent=2))
-        return 0
-    print(f"selected: {sel.variant_id}")
-    print(selection_table(bundle, sel, props))
-    if args.device:
-        print()
-        print(_capacity_text(capacity))
+            print(json.dumps(selection_json(sel, props, capacity), indent=2))
+            return 0
+        text = f"selected: {sel.variant_id}\n" + selection_table(bundle, sel, props)
+        if args.device:
+            text += "\n\n" + _capacity_text(capacity)
+    print(_printable(text))
     return 0
 
 
@@ -172,11 +197,10 @@ def cmd_estimate(args) -> int:
 
     device = get_device(args.device)
     if args.bundle:
-        from mbuild.bundle.verify import read_bundle_json
         from mbuild.devices.capacity import estimate_variant
 
         print(f"{device.label}: capacity of {args.bundle} (estimates, not measurements)")
-        for variant in read_bundle_json(Path(args.bundle))["variants"]:
+        for variant in _verified(args.bundle, args)["variants"]:
             est = estimate_variant(variant, [device]).get(device.id)
             reason = "" if est else " (its requirements exclude this device)"
             print(f"\n{variant['id']}{reason}")
@@ -224,12 +248,12 @@ def _capacity_text(est: dict | None) -> str:
 def cmd_export(args) -> int:
     """Platform-native selection files: Play device targeting XML, or a map keyed by Apple model identifier."""
     from mbuild.bundle.exports import apple_model_map_json, play_export
-    from mbuild.bundle.verify import read_bundle_json
     from mbuild.devices import load_devices
 
-    bundle = read_bundle_json(Path(args.bundle))
+    bundle = _verified(args.bundle, args)
     if args.kind == "play":
-        text, plan = play_export(bundle, load_devices(), args.min_sdk)
+        with _showing(args.bundle):
+            text, plan = play_export(bundle, load_devices(), args.min_sdk)
         for line in plan.approximations:
             print(f"approximate: {line}", file=sys.stderr)
         if not plan.exact and not args.allow_approximate:
@@ -238,7 +262,8 @@ def cmd_export(args) -> int:
                   "write the XML anyway (the app must then run the selection at launch).", file=sys.stderr)
             return 1
     else:
-        text = apple_model_map_json(bundle, load_devices())
+        with _showing(args.bundle):
+            text = apple_model_map_json(bundle, load_devices())
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
@@ -281,6 +306,15 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def _trust_options(p: argparse.ArgumentParser) -> None:
+    """Every reading command verifies first, under the same trust rules as ``mbuild verify``."""
+    p.add_argument("--key", help="trust only this Ed25519 public key (PEM) instead of the project's "
+                                 "[tool.mbuild] trusted_keys; implies --require-signed")
+    p.add_argument("--require-signed", action=argparse.BooleanOptionalAction, default=None,
+                   help="fail unless a trusted key signed the bundle (default: on for dist/releases/, --key, "
+                        "or [tool.mbuild] require_signed = true)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mbuild", description=__doc__)
     p.add_argument("--version", action="version", version=f"mbuild {__version__}")
@@ -296,20 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="show a bundle's variants, sizes, quantization and validation")
     i.add_argument("bundle")
     i.add_argument("--json", action="store_true", help="print bundle.json (every variant, output and metric)")
+    _trust_options(i)
     i.set_defaults(func=cmd_inspect)
-    ve = sub.add_parser("verify", help="check a bundle's schema, checksums and paths (and signature)")
+    ve = sub.add_parser("verify", help="check a bundle's archive, checksums, schema and paths, and its signature "
+                                       "against the project's trusted keys")
     ve.add_argument("bundle")
-    ve.add_argument("--key", help="Ed25519 public key (PEM) to check the signature with")
+    _trust_options(ve)
     ve.set_defaults(func=cmd_verify)
     r = sub.add_parser("release", help="build, verify, sign and record one immutable version of a bundle")
     r.add_argument("manifest")
-    r.add_argument("--key", help="Ed25519 private key (PEM) to sign with; default: $MBUILD_SIGNING_KEY, else unsigned")
+    r.add_argument("--key", help="Ed25519 private key (PEM) to sign with; default: $MBUILD_SIGNING_KEY. Its public key "
+                              "must be in [tool.mbuild] trusted_keys")
+    r.add_argument("--unsigned", action="store_true", help="release without a signature (verify then needs "
+                                                           "--no-require-signed to read dist/releases/)")
     r.add_argument("-n", "--jobs", type=int, default=1)
     r.set_defaults(func=cmd_release)
     df = sub.add_parser("diff", help="what changed between two bundles: sizes, FLOPs, metrics, requirements")
     df.add_argument("old")
     df.add_argument("new")
     df.add_argument("--json", action="store_true", help="print the diff as JSON")
+    _trust_options(df)
     df.set_defaults(func=cmd_diff)
     k = sub.add_parser("keygen", help="create an Ed25519 key pair for signing releases")
     k.add_argument("private", help="where to write the private key (PEM)")
@@ -328,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--nnapi", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--json", action="store_true", help="the choice, every rejection and the estimate as JSON")
+    _trust_options(s)
     s.set_defaults(func=cmd_select)
     es = sub.add_parser("estimate", help="capacity estimate on one device (a bundle's variants or a named workload)")
     es.add_argument("device", help="a device id from 'mbuild devices'")
@@ -345,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write Play XML even where Play cannot express a selection rule exactly")
     e.add_argument("--min-sdk", type=int, default=21,
                    help="the app's minSdkVersion: min_api at or below it always holds on Play (default 21)")
+    _trust_options(e)
     e.set_defaults(func=cmd_export)
     f = sub.add_parser("fleet", help="which variant your users get and how fast, from a device-share table")
     f.add_argument("bundle")

@@ -173,9 +173,11 @@ def build_variant(ctx: BuildContext) -> dict:
                          **target_soc_rules(ctx.manifest, ctx.target.name)}, "lint": lints,
         "versions": {"mbuild": __version__, **runtime.versions()},
     })
+    from mbuild.integrity import artifact_digests
     from mbuild.recipes.census import apply_census, size_flags
 
     record["flags"] = apply_census(record, ctx.recipe) + size_flags(record, ctx)
+    record["digests"] = artifact_digests(ctx.out_dir, [variant.artifact, *variant.files])
     return record
 
 
@@ -190,7 +192,11 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
         print(f"check:{manifest.name}/{target_name}: {NOT_BUILT} ({record['reason']})")
         return report
     ctx = make_context(manifest, target_name, lay.variant_dir(target_name), recipe_name=record["recipe"])
+    from mbuild.integrity import check_other_loadables, require_intact
+
+    digests = require_intact(lay.variant_dir(target_name), record, f"check:{manifest.name}/{target_name}")
     report = check_variant(ctx, record)
+    report = check_other_loadables(get_runtime(ctx.target.runtime), ctx, record, report, digests)
     write_json_atomic(lay.report_json(target_name), report)
     v = report["validation"]
     line = f"check:{manifest.name}/{target_name}: {v['status']}"
@@ -198,6 +204,7 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
         line += f" ({v['reason']})"
     else:
         line += " - " + headline(v["metrics"])
+        line += f"; ran {', '.join(report['validated']['run'])}"
     lat = report.get("latency")
     if lat and lat.get("median_ms") is not None:
         line += f"; host latency {lat['median_ms']:.3f} ms"

@@ -136,9 +136,16 @@ def variant_task(m: Manifest, name: str) -> dict:
         "actions": [_cmd("variant", m, name)],
         "file_dep": _rel(m, [lay.source_json, lay.source_dir / "model.onnx"]),
         "targets": _rel(m, [lay.variant_json(name)]),
-        "uptodate": [_config(deps)],
+        "uptodate": [_config(deps), _artifacts_intact(m, name)],
         "clean": True,
     }
+
+
+def _artifacts_intact(m: Manifest, name: str) -> tuple:
+    """Re-hash the cached artifact against variant.json: a corrupted file rebuilds the variant (see mbuild.integrity)."""
+    from mbuild.integrity import artifacts_intact
+
+    return (artifacts_intact, [str(layout_for(m).variant_json(name))], {})
 
 
 def check_task(m: Manifest, name: str) -> dict:

@@ -1,4 +1,4 @@
-"""Deterministic, mmap-friendly zip archives and their safe reading.
+"""Deterministic, mmap-friendly zip archives (written here, read by :mod:`mbuild.bundle.reader`).
 
 Entries are sorted, stored uncompressed with a fixed timestamp and permissions; model
 files start on a 4 KiB boundary (padding in the local header's extra field, as
@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 import struct
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from mbuild.errors import BundleError
 
@@ -37,63 +37,54 @@ def write_archive(path: Path, entries: dict[str, bytes | Path]) -> None:
             zf.writestr(info, payload)
 
 
-def _check_name(name: str) -> str | None:
+def _check_name(name: str) -> None:
     problem = unsafe_name(name)
     if problem:
         raise BundleError(f"refusing archive entry {name!r}: {problem}")
-    return None
 
 
 def unsafe_name(name: str) -> str | None:
-    """Why an entry name is unsafe to extract (zip-slip), or None."""
-    if not name or "\\" in name or "\0" in name:
-        return "empty name, backslash or NUL"
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return "absolute path"
-    if any(part in ("..", "") for part in PurePosixPath(name).parts) or ".." in name.split("/"):
-        return "'..' component"
-    return None
+    """Why an entry name is unsafe or ambiguous to extract (see :func:`mbuild.bundle.reader.name_problem`), or None."""
+    from mbuild.bundle.reader import name_problem
 
-
-def open_archive(path: Path) -> zipfile.ZipFile:
-    """Open a bundle, refusing unsafe entries (absolute, '..', duplicates, links, devices)."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise BundleError(f"{path}: not a readable bundle ({e})") from None
-    seen = set()
-    for info in zf.infolist():
-        problem = unsafe_name(info.filename)
-        if problem:
-            zf.close()
-            raise BundleError(f"{path}: entry {info.filename!r} is unsafe: {problem}")
-        if info.filename in seen:
-            zf.close()
-            raise BundleError(f"{path}: entry {info.filename!r} appears twice")
-        seen.add(info.filename)
-        mode = info.external_attr >> 16
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            zf.close()
-            raise BundleError(f"{path}: entry {info.filename!r} is a link or special file")
-    return zf
+    return name_problem(name)
 
 
 def extract_archive(path: Path, dest: Path) -> list[Path]:
-    """Extract safely (names checked, nothing written outside ``dest``)."""
+    """Extract a verified bundle into ``dest``, streaming each entry; on any refusal nothing is left behind.
+
+    The whole bundle is checked first (:func:`mbuild.bundle.verify.check_bundle`: names, both zip
+    indexes, sizes, checksums), then each entry is streamed to a temporary file with the reader's
+    caps and renamed into place.
+    """
+    import os
+    import tempfile
+
+    from mbuild.bundle.reader import BundleReader
+    from mbuild.bundle.verify import check_bundle
+
     dest = Path(dest).resolve()
-    out = []
-    with open_archive(path) as zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            target = (dest / info.filename).resolve()
-            if dest not in target.parents:
-                raise BundleError(f"{path}: entry {info.filename!r} would be written outside {dest}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                data = zf.read(info)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise BundleError(f"{path}: entry {info.filename!r} is corrupt ({e})") from None
-            target.write_bytes(data)
-            out.append(target)
+    check_bundle(Path(path))
+    out: list[Path] = []
+    try:
+        with BundleReader(path) as reader:
+            for name in reader.names:
+                target = (dest / name).resolve()
+                if dest not in target.parents:
+                    raise BundleError(f"{path}: entry {name!r} would be written outside {dest}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".extract.", dir=target.parent)
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        for chunk in reader.chunks(name):
+                            fh.write(chunk)
+                    os.replace(tmp, target)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                out.append(target)
+    except BaseException:
+        for p in out:
+            p.unlink(missing_ok=True)
+        raise
     return out

@@ -53,6 +53,7 @@ def build_bundle(manifest: "Manifest") -> Path:
     if not records:
         raise BuildError(f"refusing to package {manifest.bundle_id}: no target was built and validated:\n  - "
                          + "\n  - ".join(f"{n}: {why}" for n, why in omitted.items()))
+    _refuse_unvalidated_files(manifest, records)
     source = read_json(lay.source_json)
     entries: dict[str, bytes | Path] = {}
     variants = []
@@ -81,12 +82,41 @@ def build_bundle(manifest: "Manifest") -> Path:
     check_bundle_document(bundle)
     entries["bundle.json"] = canonical_json(bundle).encode()
     entries["SHA256SUMS"] = sha256sums(entries).encode()
-    with atomic_path(lay.bundle_path) as tmp:
-        write_archive(tmp, entries)
+    from mbuild.bundle.released import guard_released, write_build_record
+
+    if not guard_released(manifest, lay, entries["SHA256SUMS"]):
+        with atomic_path(lay.bundle_path) as tmp:
+            write_archive(tmp, entries)
+            _check_written(manifest, tmp, records)
+    write_build_record(lay, entries["SHA256SUMS"], bundle["build_id"])
     write_json_atomic(lay.dist_dir / f"{manifest.bundle_id}.report.json", build_report(bundle, records, omitted))
     for name, why in omitted.items():
         print(f"warning: bundle:{manifest.name}: left out optional target {name}: {why}")
     return lay.bundle_path
+
+
+def _refuse_unvalidated_files(manifest: "Manifest", records) -> None:
+    """Package only files whose bytes are the ones check: validated (digests in variant.json and report.json)."""
+    from mbuild.integrity import packaging_problems
+
+    lay = layout_for(manifest)
+    problems = [f"{name}: {p}" for name, record, report in records
+                for p in packaging_problems(lay.variant_dir(name), record, report)]
+    if problems:
+        raise BuildError(f"refusing to package {manifest.bundle_id}: a file differs from the one its check "
+                         "validated:\n  - " + "\n  - ".join(problems))
+
+
+def _check_written(manifest: "Manifest", path: Path, records) -> None:
+    """Read the written archive back with the strict reader: each variant file has its validated digest."""
+    from mbuild.bundle.verify import check_bundle
+
+    digests = check_bundle(path).digests
+    for name, _record, report in records:
+        for rel, sha in report["validated"]["digests"].items():
+            if digests.get(f"variants/{name}/{rel}") != sha:
+                raise BuildError(f"refusing to package {manifest.bundle_id}: variants/{name}/{rel} changed while "
+                                 "it was packaged; run doit again")
 
 
 def sha256sums(entries: dict[str, bytes | Path]) -> str:

@@ -13,8 +13,6 @@ A property that is missing or None is unknown; a requirement that reads an unkno
 """
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,21 +257,7 @@ def device_properties(device, api_level: int | None = None, os_version: str | No
 
 
 def select_in_bundle_file(path: str | Path, device_props: dict) -> Selection:
-    """Read only bundle.json from a .mbundle zip and resolve the variant for ``device_props``."""
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            raw = zf.read("bundle.json")
-    except FileNotFoundError as e:
-        raise BundleError(f"{path}: no such bundle") from e
-    except KeyError as e:
-        raise BundleError(f"{path}: bundle.json is missing from the archive") from e
-    except zipfile.BadZipFile as e:
-        raise BundleError(f"{path}: not a .mbundle (zip) archive") from e
-    try:
-        bundle = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path}: bundle.json is not valid JSON: {e}") from e
-    if not isinstance(bundle, dict):
-        raise BundleError(f"{path}: bundle.json must hold an object")
-    return select(bundle, device_props)
+    """Verify a .mbundle (:func:`mbuild.bundle.verify.verify_bundle`) and resolve the variant for ``device_props``."""
+    from mbuild.bundle.verify import verify_bundle
+
+    return select(verify_bundle(Path(path)), device_props)

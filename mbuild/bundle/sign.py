@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from pathlib import Path
 
-from mbuild.bundle.archive import open_archive, write_archive
+from mbuild.bundle.archive import write_archive
 from mbuild.errors import BundleError, MbuildError
 
 SIGNATURE_ENTRY = "SIGNATURE.ed25519"
@@ -116,9 +117,13 @@ def generate_keypair(private_path: Path, public_path: Path | None = None) -> tup
 
 
 def read_entries(bundle_path: Path) -> dict[str, bytes]:
-    """Every file entry of a bundle (names already checked for zip-slip by open_archive)."""
-    with open_archive(bundle_path) as zf:
-        return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+    """Every entry of a verified bundle (strict reader: names, indexes and checksums already checked)."""
+    from mbuild.bundle.reader import MAX_ENTRY_BYTES, BundleReader
+    from mbuild.bundle.verify import check_bundle
+
+    check_bundle(Path(bundle_path))
+    with BundleReader(Path(bundle_path)) as reader:
+        return {name: reader.read(name, MAX_ENTRY_BYTES) for name in reader.names}
 
 
 def signature_text(sums: bytes, private_key) -> bytes:
@@ -147,63 +152,63 @@ def sign_bundle(bundle_path: Path, key_source: str | Path, out_path: Path | None
     return key_id(key.public_key())
 
 
+_SIGNATURE_TEXT = re.compile(r"algorithm: ed25519\nsigned: SHA256SUMS\nkey-id: (sha256:[0-9a-f]{16})\n"
+                             r"signature: ([A-Za-z0-9+/]{86}==)\n")
+
+
 def parse_signature(text: bytes, where: str) -> dict[str, str]:
-    fields = {}
-    for line in text.decode("utf-8", "replace").splitlines():
-        k, sep, v = line.partition(": ")
-        if sep:
-            fields[k.strip()] = v.strip()
-    if fields.get("algorithm") != "ed25519" or fields.get("signed") != SIGNED_ENTRY or "signature" not in fields:
-        raise BundleError(f"{where}: {SIGNATURE_ENTRY} is malformed (expected algorithm ed25519 over {SIGNED_ENTRY})")
-    return fields
+    """The signature entry exactly as :func:`signature_text` writes it; anything else (extra lines too) is refused."""
+    m = _SIGNATURE_TEXT.fullmatch(text.decode("ascii", "replace"))
+    if not m:
+        raise BundleError(f"{where}: {SIGNATURE_ENTRY} is malformed (expected the four lines algorithm: ed25519, "
+                          f"signed: {SIGNED_ENTRY}, key-id: sha256:<16 hex>, signature: <base64 of 64 bytes>)")
+    return {"algorithm": "ed25519", "signed": SIGNED_ENTRY, "key-id": m.group(1), "signature": m.group(2)}
+
+
+def check_signature(checked, public_keys) -> str:
+    """The id of the one key among ``public_keys`` that signed a checked bundle; BundleError otherwise.
+
+    ``checked`` is a :class:`mbuild.bundle.verify.CheckedBundle`: every entry already matches its
+    SHA256SUMS, so a valid signature over SHA256SUMS covers the whole bundle. The key id the entry
+    claims is only compared after the signature verified; it is never what decides.
+    """
+    from cryptography.exceptions import InvalidSignature
+
+    path, fields = str(checked.path), checked.signature
+    if fields is None:
+        raise BundleError(f"{path}: the bundle is not signed (no {SIGNATURE_ENTRY} entry); "
+                          "sign it with: mbuild release MANIFEST --key PRIVATE.pem")
+    sig = base64.b64decode(fields["signature"], validate=True)
+    for public in public_keys:
+        try:
+            public.verify(sig, checked.sums)
+        except InvalidSignature:
+            continue
+        verified = key_id(public)
+        if fields["key-id"] != verified:
+            raise BundleError(f"{path}: {SIGNATURE_ENTRY} names key {fields['key-id']} but was made with {verified}")
+        return verified
+    if len(public_keys) == 1:
+        raise BundleError(f"{path}: the signature does not verify with the given key {key_id(public_keys[0])}: "
+                          f"{SHA256SUMS_HINT}")
+    raise BundleError(f"{path}: the signature does not verify with any of the {len(public_keys)} trusted keys: "
+                      f"{SHA256SUMS_HINT}")
+
+
+SHA256SUMS_HINT = (f"another key signed it, or the bundle or its signature was altered after signing (the signature "
+                   f"does not match {SIGNED_ENTRY})")
 
 
 def signature_info(bundle_path: Path) -> dict[str, str] | None:
-    """The parsed signature entry of a bundle, or None when it is unsigned (nothing is checked here)."""
-    with open_archive(Path(bundle_path)) as zf:
-        if SIGNATURE_ENTRY not in zf.namelist():
-            return None
-        return parse_signature(zf.read(SIGNATURE_ENTRY), str(bundle_path))
+    """The parsed, unchecked signature entry of a verified bundle, or None when it is unsigned."""
+    from mbuild.bundle.verify import check_bundle
+
+    return check_bundle(Path(bundle_path)).signature
 
 
-def verify_signature(bundle_path: Path, pubkey_path: Path) -> str:
-    """Check the bundle's signature over SHA256SUMS with the given public key; return the key id.
+def verify_signature(bundle_path: Path, pubkey_path) -> str:
+    """Verify the bundle (archive, checksums, schema) and its signature with one public key; return the key id."""
+    from mbuild.bundle.verify import check_bundle
 
-    Run after :func:`mbuild.bundle.verify.verify_bundle`, which checks every entry against
-    SHA256SUMS; together they prove no entry changed since signing. Raises BundleError naming
-    the cause (unsigned, malformed, another key, or altered content).
-    """
     public = load_public_key(pubkey_path)
-    from cryptography.exceptions import InvalidSignature
-
-    path = str(bundle_path)
-    with open_archive(Path(bundle_path)) as zf:
-        names = zf.namelist()
-        if SIGNATURE_ENTRY not in names:
-            raise BundleError(f"{path}: the bundle is not signed (no {SIGNATURE_ENTRY} entry); "
-                              "sign it with: mbuild release MANIFEST --key PRIVATE.pem")
-        if SIGNED_ENTRY not in names:
-            raise BundleError(f"{path}: missing {SIGNED_ENTRY}, which the signature covers")
-        try:
-            fields = parse_signature(zf.read(SIGNATURE_ENTRY), path)
-            sums = zf.read(SIGNED_ENTRY)
-        except Exception as e:  # zipfile.BadZipFile: CRC mismatch
-            if isinstance(e, BundleError):
-                raise
-            raise BundleError(f"{path}: the signature entry or {SIGNED_ENTRY} was altered ({e})") from None
-    try:
-        sig = base64.b64decode(fields["signature"], validate=True)
-    except ValueError:
-        raise BundleError(f"{path}: {SIGNATURE_ENTRY} holds a signature that is not valid base64") from None
-    expected_id = key_id(public)
-    try:
-        public.verify(sig, sums)
-    except InvalidSignature:
-        if fields.get("key-id") and fields["key-id"] != expected_id:
-            raise BundleError(f"{path}: signed with key {fields['key-id']}, "
-                              f"not with the given key {expected_id}") from None
-        raise BundleError(f"{path}: the signature does not match {SIGNED_ENTRY} (the bundle or its signature "
-                          f"was altered after signing)") from None
-    if fields.get("key-id") not in (None, expected_id):
-        raise BundleError(f"{path}: {SIGNATURE_ENTRY} names key {fields['key-id']} but was made with {expected_id}")
-    return expected_id
+    return check_signature(check_bundle(Path(bundle_path)), [public])

@@ -132,6 +132,7 @@ class Runtime(ABC):
     features: ClassVar[frozenset[str]]  # recipe features it implements (see mbuild.recipes.features)
     packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions are task dependencies
     extra: ClassVar[str] = ""  # pip extra that installs them
+    loadable_suffixes: ClassVar[tuple[str, ...]] = ()  # companion files an app may load instead; check: runs them
 
     def parse_options(self, target: "TargetConfig") -> Any:
         """Typed config from the target's runtime-specific keys (schema-checked already)."""

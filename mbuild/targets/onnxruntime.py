@@ -43,6 +43,7 @@ class OnnxRuntime(Runtime):
     features = frozenset({"fp32", "fp16", "int8-static", "int8-dynamic", "exclude-auto"})
     packages = ("onnxruntime", "onnx", "onnxslim")
     extra = "onnxruntime"
+    loadable_suffixes = (".onnx", ".ort")  # check: runs model.ort too: it is what ONNX Runtime Mobile loads
 
     def parse_options(self, target) -> OnnxRuntimeConfig:
         return OnnxRuntimeConfig(**target.options)

@@ -136,13 +136,13 @@ def test_missing_fallback_is_a_bundle_error():
         select(bundle, make_device_properties("linux"))
 
 
-def test_select_in_bundle_file_reads_only_bundle_json(tmp_path):
+def test_select_in_bundle_file_verifies_first(tmp_path):
+    """A zip holding only a bundle.json (no checksums) is not a bundle: select refuses it instead of choosing."""
     path = tmp_path / "digits-1.0.0.mbundle"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("bundle.json", json.dumps(make_bundle()))
-    sel = select_in_bundle_file(path, device_properties(get_device("iphone-12")))
-    assert sel.variant_id == "ios-ane"
-    assert sel.to_dict()["variant"] == "ios-ane"
+    with pytest.raises(BundleError, match="missing SHA256SUMS"):
+        select_in_bundle_file(path, device_properties(get_device("iphone-12")))
 
 
 def test_select_in_bundle_file_errors_are_bundle_errors(tmp_path):
@@ -153,7 +153,7 @@ def test_select_in_bundle_file_errors_are_bundle_errors(tmp_path):
     empty = tmp_path / "y.mbundle"
     with zipfile.ZipFile(empty, "w") as zf:
         zf.writestr("other.txt", "x")
-    with pytest.raises(BundleError, match="bundle.json is missing"):
+    with pytest.raises(BundleError, match="missing bundle.json"):
         select_in_bundle_file(empty, make_device_properties("linux"))
 
 

@@ -28,6 +28,7 @@ def released(digits_cpu_project, tmp_path_factory):
     project = tmp_path_factory.mktemp("released") / "p"
     shutil.copytree(digits_cpu_project, project)
     private, public = generate_keypair(project / "keys" / "release.pem")
+    (project / "pyproject.toml").write_text('[tool.mbuild]\ntrusted_keys = ["keys/release.pub.pem"]\n')
     proc = run_mbuild("release", "manifests/digits.yaml", "--key", str(private), cwd=project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "signed (sha256:" in proc.stdout
@@ -109,7 +110,7 @@ def test_consistent_repack_with_old_signature_fails(released, tmp_path):
 def test_wrong_key_missing_signature_and_bad_key_files(released, tmp_path):
     project, _, public = released
     _, other_public = generate_keypair(tmp_path / "other.pem")
-    with pytest.raises(BundleError, match="signed with key sha256:.*not with the given key"):
+    with pytest.raises(BundleError, match="does not verify with the given key sha256:"):
         verify_signature(project / BUNDLE, other_public)
     unsigned = tmp_path / "unsigned.mbundle"
     entries = _entries(project / BUNDLE)
@@ -126,8 +127,8 @@ def test_wrong_key_missing_signature_and_bad_key_files(released, tmp_path):
     write_archive(garbled, entries)
     with pytest.raises(BundleError, match="SIGNATURE.ed25519 is malformed"):
         verify_bundle(garbled)  # even without a key
-    proc = run_mbuild("verify", str(project / BUNDLE))
-    assert proc.returncode == 0 and "signed by sha256:" in proc.stdout and "not checked" in proc.stdout
+    proc = run_mbuild("verify", str(project / BUNDLE))  # no key pinned where it runs: not checked, no id shown
+    assert proc.returncode == 0 and "NOT checked" in proc.stdout and "sha256:" not in proc.stdout, proc.stdout
     with pytest.raises(Exception, match="already exists"):
         generate_keypair(project / "keys" / "release.pem")
 
@@ -199,7 +200,7 @@ def test_changed_content_is_refused_then_a_bump_releases_with_a_diff(released, t
     assert "~ cpu-int8:" in lines and "= unchanged: cpu-fp32" in lines
     size = next(line for line in lines if "size_bytes:" in line)
     assert "->" in size and "%" in size
-    assert any("logits.cosine:" in line for line in lines) and any("logits.accuracy:" in line for line in lines)
+    assert any("logits.cosine:" in line for line in lines), diff.stdout  # accuracy may not change (98.61 % both)
     as_json = json.loads(run_mbuild("diff", "--json", RELEASED, "dist/digits-cnn-1.0.1.mbundle", cwd=project).stdout)
     before, after = as_json["changed"]["cpu-int8"]["changes"]["size_bytes"]
     assert after > before

@@ -1,0 +1,133 @@
+"""Artifact digests as build facts: what ``check:`` validated is what ``bundle:`` ships.
+
+``variant:`` records the sha256 of every artifact file in variant.json; ``check:`` re-hashes the
+files before it runs them and records the digests it validated (and which files it ran);
+``bundle:`` packages a file only if its bytes still have that digest. The variant task's doit
+``uptodate`` re-hashes too, so a cached artifact corrupted on disk makes the variant rebuild
+instead of shipping with its old "passed".
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mbuild._io import read_json, sha256_file
+from mbuild.errors import BuildError
+
+
+def artifact_files(record: dict) -> list[str]:
+    """The artifact and its companion files, as variant.json names them (relative to the variant folder)."""
+    return [record["artifact"], *record.get("files", [])]
+
+
+def artifact_digests(folder: Path, files: list[str]) -> dict[str, str]:
+    """``{relative path: sha256}`` for every file of ``files`` under ``folder`` (a folder counts as its files)."""
+    out = {}
+    for f in files:
+        p = Path(folder) / f
+        if p.is_dir():
+            for sub in sorted(x for x in p.rglob("*") if x.is_file()):
+                out[sub.relative_to(folder).as_posix()] = sha256_file(sub)
+        elif p.is_file():
+            out[f] = sha256_file(p)
+    return dict(sorted(out.items()))
+
+
+def digest_problems(folder: Path, record: dict) -> list[str]:
+    """How the files on disk differ from the digests variant.json recorded (empty: intact)."""
+    recorded = record.get("digests")
+    if not isinstance(recorded, dict):
+        return ["variant.json records no artifact digests (built by an older mbuild)"]
+    actual = artifact_digests(folder, artifact_files(record))
+    problems = []
+    for name in sorted(set(recorded) | set(actual)):
+        where = os.path.relpath(Path(folder) / name)
+        if name not in actual:
+            problems.append(f"{where} is missing")
+        elif name not in recorded:
+            problems.append(f"{where} was not there when the variant was built")
+        elif actual[name] != recorded[name]:
+            problems.append(f"{where} changed after it was built (sha256 {actual[name][:12]}..., recorded "
+                            f"{recorded[name][:12]}...)")
+    return problems
+
+
+def artifacts_intact(variant_json: str) -> bool:
+    """doit ``uptodate`` of a variant task: False when an artifact file no longer has its recorded digest."""
+    path = Path(variant_json)
+    if not path.exists():
+        return False
+    try:
+        record = read_json(path)
+    except ValueError:
+        return False
+    if record.get("status") == "not built":
+        return True
+    return not digest_problems(path.parent, record)
+
+
+def require_intact(folder: Path, record: dict, step: str) -> dict[str, str]:
+    """The recorded digests, after checking the files still have them; BuildError naming the file otherwise."""
+    problems = digest_problems(folder, record)
+    if problems:
+        raise BuildError(f"{step}: {problems[0]}; run doit again: the variant task rebuilds it"
+                         + (f" ({len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return dict(record["digests"])
+
+
+def check_other_loadables(runtime, ctx, record: dict, report: dict, digests: dict[str, str]) -> dict:
+    """Run every other file an app may load (e.g. ``model.ort`` next to ``model.onnx``) through the same gate.
+
+    The report's ``validated`` says exactly which files were run and which digests they had; a
+    loadable file that misses the tolerance fails the check like the artifact would.
+    """
+    from mbuild.recipes import tolerance_for
+    from mbuild.sources.data import read_labels
+    from mbuild.validate import check_tolerance, compare_outputs
+
+    validation = report["validation"]
+    suffixes = tuple(getattr(runtime, "loadable_suffixes", ()))
+    others = [f for f in record.get("files", []) if f.endswith(suffixes) and f != record["artifact"]]
+    ran = [record["artifact"]] if validation["status"] in ("passed", "failed") else []
+    not_run = {f: "not a model file this runtime loads" for f in record.get("files", []) if f not in others}
+    if validation["status"] in ("passed", "failed") and others:
+        inputs = ctx.validation_inputs()
+        reference = ctx.reference_outputs()
+        labels = read_labels(ctx.source_dir / "data" / "validation.npz")
+        tolerance = tolerance_for(ctx.manifest, ctx.target, ctx.recipe)
+        for f in others:
+            result = runtime.run(ctx, ctx.out_dir / f, inputs)
+            if result.outputs is None:
+                not_run[f] = result.skipped_reason or "the runtime could not run it here"
+                continue
+            ran.append(f)
+            failures, _ = check_tolerance(compare_outputs(reference, result.outputs, ctx.manifest.outputs, labels),
+                                          tolerance)
+            for failure in failures:
+                validation.setdefault("failures", []).append({**failure, "message": f"{f}: {failure['message']}"})
+            if failures:
+                validation["status"] = "failed"
+    elif validation["status"] not in ("passed", "failed"):
+        not_run = {f: validation.get("reason") or "the runtime cannot run here" for f in artifact_files(record)}
+    validation["files_run"] = ran
+    report["validated"] = {"digests": digests, "run": ran, "not_run": not_run}
+    if check_artifacts_unchanged(ctx.out_dir, digests):
+        raise BuildError(f"check:{ctx.manifest.name}/{ctx.target.name}: an artifact changed while it was checked; "
+                         "run doit again")
+    return report
+
+
+def check_artifacts_unchanged(folder: Path, digests: dict[str, str]) -> list[str]:
+    """Files whose bytes no longer have ``digests`` (names only)."""
+    actual = {name: sha256_file(Path(folder) / name) if (Path(folder) / name).is_file() else None for name in digests}
+    return [name for name, d in digests.items() if actual[name] != d]
+
+
+def packaging_problems(folder: Path, record: dict, report: dict) -> list[str]:
+    """Why a checked variant's files may not be packaged: changed since the check, or never checked by digest."""
+    validated = (report.get("validated") or {}).get("digests")
+    if not isinstance(validated, dict):
+        return ["its check recorded no validated digests (checked by an older mbuild); run doit again"]
+    if validated != record.get("digests"):
+        return ["variant.json and the check disagree on the artifact digests; run doit again"]
+    return [f"{p}; run doit again: the variant task rebuilds it" for p in digest_problems(folder, record)]
