@@ -74,3 +74,18 @@ def test_a_shard_with_no_target_builds_nothing(tmp_path):
     assert "shard 3/3: no targets" in proc.stdout and not (project / "build").exists()
     bad = run_in(project, "mbuild", "build", "--shard", "4/3")
     assert bad.returncode == 1 and "expected I/N with 1 <= I <= N" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_shard_durations_come_from_the_cache_when_this_checkout_has_none(tmp_path):
+    from mbuild.cache.config import CacheConfig
+    from mbuild.cache.store import CacheStore
+
+    url = (tmp_path / "cache").as_uri()
+    store = CacheStore(CacheConfig(url=url, mode="read-write"))
+    for name, seconds in {"variant:digits-cnn/cpu-fp32": 40.0, "check:digits-cnn/cpu-fp32": 2.0,
+                          "variant:digits-cnn/cpu-int8": 3.0, "check:digits-cnn/cpu-int8": 2.0}.items():
+        store.put_duration(name, seconds)
+    project = make_project(tmp_path / "p", {"digits.yaml": DIGITS_CPU})
+    (project / "mbuild.toml").write_text(f'[cache]\nurl = "{url}"\n')  # read-only: reading durations is enough
+    names, costs = shard_tasks(load_project(project), 1, 2)
+    assert costs == {"digits-cnn/cpu-fp32": 42.0} and names[0] == "variant:digits-cnn/cpu-fp32"
