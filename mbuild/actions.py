@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(manifest_path, check_targets=False)
         lay = layout_for(manifest)
         log_dir = lay.target_dir(rest[0]) if rest else lay.build_dir
+        from mbuild.cache.hook import after_step, before_step
+
+        if before_step(manifest, step, rest):  # restored from the shared cache (mbuild/cache)
+            return 0
         if step == "source":
             from mbuild.steps import run_source
 
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"unknown step {step!r}", file=sys.stderr)
             return 2
+        after_step(manifest, step, rest)
     except MbuildError as e:
         if _optional(manifest, step, rest):
             return _record(manifest, step, rest[0], str(e))

@@ -60,6 +60,10 @@ def cmd_build(args) -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     argv = ["run"] + (["-n", str(args.jobs), "-P", "process"] if args.jobs > 1 else [])
+    if args.shard or os.environ.get("MBUILD_SHARD"):  # a CI job's share of variant/check tasks (mbuild/cache)
+        from mbuild.cache.cli import shard_argv
+
+        argv += shard_argv(Path.cwd(), args.shard or os.environ["MBUILD_SHARD"]) or ["manifest"]
     return DoitMain(ModuleTaskLoader(module)).run(argv)
 
 
@@ -321,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build bundles with doit (all manifests by default)")
     b.add_argument("manifests", nargs="*")
     b.add_argument("-n", "--jobs", type=int, default=1)
+    b.add_argument("--shard", metavar="I/N", help="build only shard I of N of the variant/check tasks (CI)")
     b.set_defaults(func=cmd_build)
     i = sub.add_parser("inspect", help="show a bundle's variants, sizes, quantization and validation")
     i.add_argument("bundle")
@@ -392,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("devices", help="list the device database")
     d.add_argument("--json", action="store_true", help="every device and figure with its source, as JSON")
     d.set_defaults(func=cmd_devices)
+    from mbuild.cache.cli import add_cache_commands
+
+    add_cache_commands(sub)
     return p
 
 

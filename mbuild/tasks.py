@@ -49,7 +49,9 @@ def _code_digest() -> str:
 _CODE_DIGEST: str | None = None
 # Modules that read or ship bundles but take no part in building them: editing them rebuilds nothing.
 _NOT_BUILD_CODE = {"cli.py", "release.py", "_lock.py", "bundle/report.py", "bundle/sign.py", "bundle/diff.py",
-                   "bundle/inspect.py", "bundle/exports.py", "bundle/__init__.py"}
+                   "bundle/inspect.py", "bundle/exports.py", "bundle/__init__.py",
+                   *(f"cache/{n}.py" for n in ("__init__", "cli", "config", "hook", "host_check", "keys", "maintenance",
+                                               "shard", "store"))}  # the shared cache moves outputs, never makes them
 
 
 def _config(obj) -> "object":
