@@ -29,6 +29,7 @@ def cmd_validate(args) -> int:
     for path in paths:
         try:
             m = load_manifest(path)
+            _deep_checks(m)
         except MbuildError as e:
             print(f"error: {e}", file=sys.stderr)
             worst = max(worst, e.exit_code)
@@ -36,6 +37,14 @@ def cmd_validate(args) -> int:
         targets = ", ".join(f"{n} ({t.runtime}/{t.recipe})" for n, t in m.targets.items())
         print(f"ok: {os.path.relpath(path)}: {m.bundle_id}, {m.source.kind} source, targets: {targets}")
     return worst
+
+
+def _deep_checks(manifest) -> None:
+    """What validate can check cheaply beyond the manifest: the model's module imports and names its callable."""
+    if manifest.source.kind == "pytorch":
+        from mbuild.sources.pytorch import probe_source
+
+        probe_source(manifest)
 
 
 def cmd_build(args) -> int:

@@ -69,6 +69,10 @@ def render() -> str:
                 out += _table(then["properties"], then.get("required", []), defs)
     out += ["", "## Rules beyond the schema", "",
             "- Paths are relative to the file that writes them and may not leave the project root (symlinks resolved).",
+            "- A manifest starts only project code: `source.pytorch.model` names a class or function defined in a "
+            "project file (or in an installed package the project lists under `[tool.mbuild] source-modules`). "
+            "`mbuild validate` imports that file in a child process to check the name. Importing a model file runs "
+            "its code, and so does loading a TensorFlow SavedModel or Keras file: build only models you trust.",
             "- `extends:` merges mappings key by key; the extending file wins; cycles are refused.",
             "- A target's `recipe` must name a recipe (or be `auto`); `select.order` and `select.fallback` must name targets.",
             "- A data set gives either `npz` or `synthetic`; its `inputs` must name declared inputs.",

@@ -127,7 +127,7 @@ def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
         files.append(p)
         return p
 
-    source = _build_source(data["source"], need_file)
+    source = _build_source(data["source"], need_file, root, pos.of)
     inputs = {}
     for name, spec in data["inputs"].items():
         rng = spec.get("range")
@@ -291,14 +291,22 @@ def _check_tolerance_outputs(tolerance: dict, key: tuple, outputs: dict, pos: Po
                                 dotted(where))
 
 
-def _build_source(src: dict, need_file) -> SourceConfig:
+def _build_source(src: dict, need_file, root: Path, pos_of) -> SourceConfig:
     kind, spec = next(iter(src.items()))
     key = ("source", kind)
     if kind == "pytorch":
         target, _, attr = spec["model"].rpartition(":")
         model_path = None
         if target.endswith(".py") or "/" in target:
+            if not target.endswith(".py"):
+                raise ManifestError(f"{target!r} is not a Python file; write 'path/to/model.py:{attr}'",
+                                    pos_of(key + ("model",)), dotted(key + ("model",)))
             model_path = need_file(target, key + ("model",))
+        elif not _module_allowed(target, root):
+            raise ManifestError(
+                f"{target!r} is not a file of this project; name a class or function in a project file "
+                f"('path/to/model.py:{attr}'), or list the installed package you trust under [tool.mbuild] "
+                "source-modules in pyproject.toml", pos_of(key + ("model",)), dotted(key + ("model",)))
         weights = need_file(spec["weights"], key + ("weights",)) if "weights" in spec else None
         return SourceConfig(kind=kind, model=spec["model"], model_path=model_path, callable_name=attr,
                             weights=weights, kwargs=dict(spec.get("kwargs", {})))
@@ -307,6 +315,28 @@ def _build_source(src: dict, need_file) -> SourceConfig:
     return SourceConfig(kind=kind, model=spec["model"], model_path=model_path,
                         signature=spec.get("signature", "serving_default"))
 
+
+def _module_allowed(module: str, root: Path) -> bool:
+    """True when the project's pyproject.toml lists ``module`` (or a package holding it) in [tool.mbuild] source-modules."""
+    return any(module == m or module.startswith(m + ".") for m in project_source_modules(root))
+
+
+def project_source_modules(root: Path) -> tuple[str, ...]:
+    """Installed packages a project lets its manifests name as ``source.pytorch.model`` (none by default)."""
+    import tomllib
+
+    path = Path(root) / "pyproject.toml"
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_PYPROJECT_BYTES:
+            return ()
+        tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("mbuild", {})
+    except (OSError, ValueError):
+        return ()
+    modules = tool.get("source-modules", []) if isinstance(tool, dict) else []
+    return tuple(m for m in modules if isinstance(m, str) and m) if isinstance(modules, list) else ()
+
+
+MAX_PYPROJECT_BYTES = 1_000_000
 
 _PATH_KEYS = {("source", "pytorch", "weights"), ("source", "onnx", "model"), ("source", "tensorflow", "model")}
 
