@@ -10,6 +10,11 @@ from mbuild import __version__
 from mbuild.errors import MbuildError
 
 
+def error_lines(e: Exception) -> str:
+    """'error: ...' for each line of the message (a manifest's problems come one per line)."""
+    return "\n".join(f"error: {line}" for line in str(e).splitlines() or [""])
+
+
 def _manifest_paths(given: list[str]) -> list[Path]:
     if given:
         return [Path(p) for p in given]
@@ -31,7 +36,7 @@ def cmd_validate(args) -> int:
             m = load_manifest(path)
             _deep_checks(m)
         except MbuildError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(error_lines(e), file=sys.stderr)
             worst = max(worst, e.exit_code)
             continue
         targets = ", ".join(f"{n} ({t.runtime}/{t.recipe})" for n, t in m.targets.items())
@@ -40,7 +45,12 @@ def cmd_validate(args) -> int:
 
 
 def _deep_checks(manifest) -> None:
-    """What validate can check cheaply beyond the manifest: the model's module imports and names its callable."""
+    """What validate can check cheaply beyond the manifest: npz keys and sizes, the model's module and callable."""
+    from mbuild.sources.data import check_npz
+
+    for spec in manifest.data.values():
+        if not spec.is_synthetic:
+            check_npz(manifest, spec)
     if manifest.source.kind == "pytorch":
         from mbuild.sources.pytorch import probe_source
 
@@ -272,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MbuildError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_lines(e), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -43,6 +43,24 @@ class ManifestError(MbuildError):
         super().__init__(f"{prefix}{where}{message}")
 
 
+class ManifestProblems(ManifestError):
+    """Several problems of one manifest, reported together (one located line each) so one edit fixes them all."""
+
+    def __init__(self, problems: list[ManifestError], limit: int = 10):
+        shown = problems[:limit]
+        first = shown[0]
+        super().__init__(first.reason, first.location, first.key_path)
+        self.problems = shown
+        more = len(problems) - len(shown)
+        lines = [str(p) for p in shown]
+        if more:
+            lines[-1] += f" (and {more} more problem(s) not shown)"
+        self.args = ("\n".join(lines),)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class BuildError(MbuildError):
     """A build step failed (converter, quantizer, runtime); names the step and keeps the cause."""
 
