@@ -35,6 +35,7 @@ class ManifestError(MbuildError):
     exit_code = 2
 
     def __init__(self, message: str, location: Location | None = None, key_path: str = ""):
+        message = _one_line(message)  # a value quoted from the manifest may hold a newline
         self.location = location
         self.key_path = key_path
         self.reason = message
@@ -59,6 +60,10 @@ class ManifestProblems(ManifestError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n") if ("\n" in text or "\r" in text) else text
 
 
 class BuildError(MbuildError):
