@@ -148,3 +148,6 @@ def lock_for_doit(root: Path, argv: list[str]) -> None:
     except BuildLockedError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None
+    from mbuild.manifest import begin_build_snapshot
+
+    begin_build_snapshot()  # the graph is made from the manifests read now; actions refuse changed ones

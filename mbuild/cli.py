@@ -74,7 +74,13 @@ def cmd_build(args) -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     argv = ["run"] + (["-n", str(args.jobs), "-P", "process"] if args.jobs > 1 else [])
-    return DoitMain(ModuleTaskLoader(module)).run(argv)
+    try:
+        return DoitMain(ModuleTaskLoader(module)).run(argv)
+    finally:
+        from mbuild.manifest import SNAPSHOT_PID_ENV, SNAPSHOTS_ENV
+
+        os.environ.pop(SNAPSHOT_PID_ENV, None)  # later loads in this process are not part of that build
+        os.environ.pop(SNAPSHOTS_ENV, None)
 
 
 def cmd_inspect(args) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import stat
@@ -48,13 +49,50 @@ def load_manifest(path: str | Path, root: str | Path | None = None, *, check_tar
     except (OSError, RuntimeError, ValueError) as e:
         reason = "a symlink loop" if isinstance(e, RuntimeError) else (getattr(e, "strerror", None) or str(e))
         raise ManifestError(f"cannot resolve the manifest's path: {reason}", Location(display, 1, 1)) from None
-    data, positions = _load_with_extends(path, display, root, chain=(), loads=[0])
+    loads: list = [0]
+    data, positions = _load_with_extends(path, display, root, chain=(), loads=loads)
+    snapshot = _pin_snapshot(path, display, loads[1:])
     manifest = _build(path, root, data, positions)
+    manifest = dataclasses.replace(manifest, snapshot=snapshot)
     if check_targets:
         from mbuild.targets import check_manifest_targets
 
         check_manifest_targets(manifest)
     return manifest
+
+
+SNAPSHOT_PID_ENV = "MBUILD_SNAPSHOT_PID"  # the process that makes the task graph
+SNAPSHOTS_ENV = "MBUILD_SNAPSHOTS"  # JSON: manifest path -> digest of the bytes that graph was made from
+
+
+def begin_build_snapshot() -> None:
+    """From now on this process records each manifest it loads; its actions (child processes) must read the same."""
+    os.environ[SNAPSHOT_PID_ENV] = str(os.getpid())
+    os.environ[SNAPSHOTS_ENV] = "{}"
+
+
+def _pin_snapshot(path: Path, display: str, digests: list) -> str:
+    """Digest of what was read; inside a build, refuse a manifest (or base) that changed since the graph was made."""
+    import hashlib
+    import json
+
+    snapshot = hashlib.sha256("".join(digests).encode()).hexdigest()[:32]
+    graph_pid = os.environ.get(SNAPSHOT_PID_ENV)
+    if not graph_pid:
+        return snapshot
+    key = str(path.resolve())
+    try:
+        pinned = json.loads(os.environ.get(SNAPSHOTS_ENV) or "{}")
+    except ValueError:
+        pinned = {}
+    if graph_pid == str(os.getpid()):
+        pinned[key] = snapshot
+        os.environ[SNAPSHOTS_ENV] = json.dumps(pinned)
+    elif key in pinned and pinned[key] != snapshot:
+        raise ManifestError("the manifest (or a file it extends) changed during the build, after the task graph was "
+                            "made from it; nothing was built from the new text - run the build again",
+                            Location(display, 1, 1))
+    return snapshot
 
 
 def _display(path: Path) -> str:
@@ -69,7 +107,7 @@ MAX_EXTENDS_LOADS = 32
 
 def _load_with_extends(path: Path, display: str, root: Path, chain: tuple, loads: list) -> tuple[dict, Positions]:
     loads[0] += 1
-    data, positions = load_yaml(path, display)
+    data, positions = load_yaml(path, display, loads)
     if data is None:
         raise ManifestError("the manifest is empty", Location(display, 1, 1))
     if not isinstance(data, dict):

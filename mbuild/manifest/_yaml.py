@@ -54,10 +54,14 @@ def _loc(file: str, mark: yaml.Mark) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
-def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Positions]:
-    """Load one YAML document safely; return its data and the positions of its nodes."""
+def load_yaml(path: Path, display: str | None = None, digests: list | None = None) -> tuple[Any, Positions]:
+    """Load one YAML document safely; return its data and the positions of its nodes (``digests`` gets its sha256)."""
     display = display or str(path)
     raw = read_limited(path, MAX_BYTES, Location(display, 1, 1), "manifest")
+    if digests is not None:
+        import hashlib
+
+        digests.append(hashlib.sha256(raw).hexdigest())
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -213,6 +213,7 @@ class Manifest:
     raw: dict = field(default_factory=dict, repr=False)
     positions: Positions = field(default_factory=Positions, repr=False, compare=False)
     input_files: tuple[Path, ...] = ()
+    snapshot: str = ""  # digest of the manifest's bytes and its extends bases, as read
 
     @property
     def bundle_id(self) -> str:
