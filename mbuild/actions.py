@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"unknown step {step!r}", file=sys.stderr)
             return 2
+    except KeyboardInterrupt:  # Ctrl-C: doit's process says so in one line
+        return 130
     except MbuildError as e:
         if _optional(manifest, step, rest):
             return _record(manifest, step, rest[0], str(e))
