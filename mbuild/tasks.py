@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbuild import __version__
-from mbuild._state import IntactOutputs, clean_paths
 from mbuild._io import dist_versions
+from mbuild._state import IntactOutputs, clean_paths
 from mbuild.errors import ManifestError, MbuildError
 from mbuild.layout import layout_for
 from mbuild.manifest import load_manifest
