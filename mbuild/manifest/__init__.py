@@ -451,9 +451,16 @@ def _build_source(src: dict, need_file, root: Path, pos_of) -> SourceConfig:
                 f"{target!r} is not a file of this project; name a class or function in a project file "
                 f"('path/to/model.py:{attr}'), or list the installed package you trust under [tool.mbuild] "
                 "source-modules in pyproject.toml", pos_of(key + ("model",)), dotted(key + ("model",)))
-        weights = need_file(spec["weights"], key + ("weights",)) if "weights" in spec else None
+        weights, weights_key, strict = None, None, True
+        if isinstance(spec.get("weights"), dict):
+            w = spec["weights"]
+            weights = need_file(w["file"], key + ("weights", "file"))
+            weights_key, strict = w.get("key"), w.get("strict", True)
+        elif "weights" in spec:
+            weights = need_file(spec["weights"], key + ("weights",))
         return SourceConfig(kind=kind, model=spec["model"], model_path=model_path, callable_name=attr,
-                            weights=weights, kwargs=dict(spec.get("kwargs", {})))
+                            weights=weights, weights_key=weights_key, weights_strict=strict,
+                            kwargs=dict(spec.get("kwargs", {})))
     directory_ok = kind == "tensorflow"
     model_path = need_file(spec["model"], key + ("model",), directory_ok=directory_ok)
     return SourceConfig(kind=kind, model=spec["model"], model_path=model_path,
@@ -482,7 +489,8 @@ def project_source_modules(root: Path) -> tuple[str, ...]:
 
 MAX_PYPROJECT_BYTES = 1_000_000
 
-_PATH_KEYS = {("source", "pytorch", "weights"), ("source", "onnx", "model"), ("source", "tensorflow", "model")}
+_PATH_KEYS = {("source", "pytorch", "weights"), ("source", "pytorch", "weights", "file"), ("source", "onnx", "model"),
+              ("source", "tensorflow", "model")}
 
 
 def _relativize(data: dict, path: Path, root: Path, pos: Positions) -> dict:
@@ -499,7 +507,7 @@ def _relativize(data: dict, path: Path, root: Path, pos: Positions) -> dict:
         node = out
         for k in keys[:-1]:
             node = node.get(k, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and keys[-1] in node:
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
             node[keys[-1]] = fix(keys, node[keys[-1]])
     pt = out["source"].get("pytorch")
     if pt:

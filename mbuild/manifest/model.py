@@ -187,6 +187,8 @@ class SourceConfig:
     model_path: Path | None = None  # resolved file (onnx/tensorflow file, or the .py of a pytorch callable)
     callable_name: str | None = None
     weights: Path | None = None
+    weights_key: str | None = None  # where the state dict sits in the checkpoint ('model_state', 'model.ema')
+    weights_strict: bool = True
     kwargs: dict = field(default_factory=dict)
     signature: str = "serving_default"
 

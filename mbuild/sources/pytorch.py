@@ -192,17 +192,63 @@ def _load_weights(manifest: "Manifest", model, torch) -> None:
                 "torch.save(model.state_dict(), path)", loc, "source.pytorch.weights") from None
         raise ManifestError(f"cannot read {manifest.rel(path)} as PyTorch weights: {e}", loc,
                             "source.pytorch.weights") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ManifestError(f"{manifest.rel(path)} holds a {type(state).__name__}, expected a state_dict",
-                            loc, "source.pytorch.weights")
+    src = manifest.source
+    where = "source.pytorch.weights" + (".key" if src.weights_key else "")
+    state = _state_dict_in(state, src.weights_key, manifest.rel(path), manifest.positions.of(tuple(where.split("."))),
+                           where)
     try:
-        model.load_state_dict(state, strict=True)
+        result = model.load_state_dict(state, strict=src.weights_strict)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise ManifestError(f"weights do not fit the model: {' '.join(first[:3])[:400]}", loc,
+        hint = "" if not src.weights_strict else "; if the checkpoint holds more than the model, set weights: {file, strict: false}"
+        raise ManifestError(f"weights do not fit the model: {' '.join(first[:3])[:400]}{hint}", loc,
                             "source.pytorch.weights") from None
+    ignored, missing = sorted(result.unexpected_keys), sorted(result.missing_keys)
+    _WEIGHTS_REPORTS[str(manifest.path)] = {
+        "file": manifest.rel(path), "key": src.weights_key, "strict": src.weights_strict, "loaded": len(state) - len(ignored),
+        "ignored_keys": ignored, "missing_keys": missing}
+    if ignored or missing:
+        print(f"note: {manifest.rel(path)}: {len(ignored)} checkpoint key(s) ignored"
+              + (f" ({', '.join(ignored[:5])}{', ...' if len(ignored) > 5 else ''})" if ignored else "")
+              + (f", {len(missing)} model key(s) left at their initial values ({', '.join(missing[:5])})" if missing else "")
+              + " (strict: false)")
+
+
+_WEIGHTS_REPORTS: dict[str, dict] = {}
+
+
+def weights_report(manifest: "Manifest") -> dict | None:
+    """What loading the weights did (keys loaded, ignored, missing), for the source report."""
+    return _WEIGHTS_REPORTS.get(str(manifest.path))
+
+
+def _state_dict_in(state, key: str | None, shown: str, loc, where: str) -> dict:
+    """The state dict inside a checkpoint: under ``key`` (dots descend), else the file itself or its 'state_dict'."""
+    from mbuild.manifest._schema import suggest
+
+    if key is None:
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    else:
+        walked = []
+        for part in key.split("."):
+            if not isinstance(state, dict) or part not in state:
+                keys = [str(k) for k in state] if isinstance(state, dict) else []
+                inside = f" under {'.'.join(walked)!r}" if walked else ""
+                listed = f" (it has: {', '.join(keys[:12])}{', ...' if len(keys) > 12 else ''})" if keys else ""
+                raise ManifestError(f"{shown} has no key {part!r}{inside}{suggest(part, keys)}{listed}", loc, where)
+            state = state[part]
+            walked.append(part)
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        kind = type(state).__name__
+        hint = "; name the key holding it: weights: {file, key: ...}" if isinstance(state, dict) else ""
+        raise ManifestError(f"{shown} holds a {kind} that is not a state dict{hint}", loc, where)
+    tensors = {k: v for k, v in state.items() if hasattr(v, "shape")}
+    if not tensors:
+        keys = ", ".join(list(state)[:8])
+        raise ManifestError(f"{shown}: no tensors{' under that key' if key else ''} (keys: {keys}); name the key holding "
+                            "the state dict: weights: {file, key: ...}", loc, where)
+    return state
 
 
 def example_args(manifest: "Manifest", inputs: dict[str, np.ndarray] | None = None, index: int = 0):
