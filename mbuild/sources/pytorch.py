@@ -283,7 +283,15 @@ def run_reference(manifest: "Manifest", model, inputs: dict[str, np.ndarray]) ->
     collected: dict[str, list] = {n: [] for n in names}
     with torch.inference_mode():
         for i in range(count):
-            result = _flatten_outputs(model(*example_args(manifest, inputs, i)))
+            try:
+                result = _flatten_outputs(model(*example_args(manifest, inputs, i)))
+            except Exception as e:  # noqa: BLE001 - the project's model failed on the declared inputs
+                if i:
+                    raise BuildError(f"running the source model on sample {i} failed: {type(e).__name__}: {e}") from e
+                shapes = ", ".join(f"{n} {list(s.shape)}" for n, s in manifest.inputs.items())
+                first = " ".join(str(e).split())[:300]
+                raise ManifestError(f"the model cannot run on the declared input shape(s) ({shapes}): "
+                                    f"{type(e).__name__}: {first}", manifest.positions.of(("inputs",)), "inputs") from None
             if len(result) != len(names):
                 raise ManifestError(
                     f"the model returns {len(result)} output(s) but the manifest declares {len(names)} "

@@ -66,3 +66,18 @@ def test_without_a_key_a_checkpoint_says_to_name_one(project):
     with pytest.raises(ManifestError) as err:
         _load(project, "../examples/digits/ckpt.pt")
     assert "weights: {file, key: ...}" in str(err.value), str(err.value)
+
+
+def test_a_model_that_cannot_run_on_the_declared_shape_is_located(project):
+    from mbuild.sources import pytorch
+
+    path = project / "manifests" / "shape.yaml"
+    path.write_text(DIGITS_CPU.replace("shape: [1, 1, 8, 8]", "shape: [1, 3, 8, 8]"))
+    m = load_manifest(path, check_targets=False)
+    model = pytorch.load(m)
+    import numpy as np
+
+    with pytest.raises(ManifestError) as err:
+        pytorch.run_reference(m, model, {"image": np.zeros((2, 1, 3, 8, 8), np.float32)})
+    message = str(err.value)
+    assert "shape.yaml:" in message and "cannot run on the declared input shape(s) (image [1, 3, 8, 8])" in message, message
