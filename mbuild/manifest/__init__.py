@@ -239,6 +239,9 @@ def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
     for name, spec in data["targets"].items():
         with problems.each():
             targets[name] = _build_target(name, spec, data.get("recipes", {}), pos)
+    for name, spec in data["targets"].items():
+        with problems.each():
+            _check_shapes_honoured(name, spec, data["inputs"], pos)
 
     validate = data.get("validate", {})
     for key_name in validate:
@@ -316,6 +319,20 @@ def _check_input(name: str, spec: dict, pos: Positions) -> None:
                                 f"{' or '.join(map(str, dict.fromkeys(channels)))}"
                                 + ("; set image.color: GRAYSCALE" if 1 in channels and want == 3 else ""),
                                 pos.of(key + ("image",)), dotted(key + ("image",)))
+
+
+SHAPES_HONOURED = {"coreml": "enumerated shapes"}  # runtimes that build and accept an input's extra shapes
+
+
+def _check_shapes_honoured(name: str, spec: dict, inputs: dict, pos: Positions) -> None:
+    """Refuse a target whose runtime would silently pin extra input ``shapes:`` to the first one."""
+    runtime = spec["runtime"]
+    with_shapes = [n for n, i in inputs.items() if i.get("shapes")]
+    if with_shapes and runtime not in SHAPES_HONOURED:
+        honoured = ", ".join(f"{r} ({how})" for r, how in SHAPES_HONOURED.items())
+        raise ManifestError(f"runtime {runtime!r} builds and validates input {with_shapes[0]!r} at its first shape "
+                            f"only, so its extra 'shapes' would be ignored; drop 'shapes' or build this target with "
+                            f"{honoured}", pos.of(("targets", name, "runtime")), f"targets.{name}.runtime")
 
 
 def _build_dataset(name: str, spec: dict, inputs: dict, pos: Positions, need_file) -> DataSpec:

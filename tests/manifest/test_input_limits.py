@@ -178,3 +178,12 @@ def test_validate_catches_an_npz_key_typo(project):
     assert proc.returncode == 2, proc.stderr
     assert "has no array 'xx'; did you mean 'x'?" in proc.stderr, proc.stderr
     assert LOCATED.match(proc.stderr.removeprefix("error: ")), proc.stderr
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tflite"])
+def test_extra_input_shapes_are_refused_for_runtimes_that_would_drop_them(project, runtime):
+    text = _replace("range: [0, 1]}", "range: [0, 1], shapes: [[1, 1, 16, 16]]}",
+                    _replace("cpu-fp32: {runtime: onnxruntime", f"cpu-fp32: {{runtime: {runtime}"))
+    message = str(_refused(project, text))
+    assert f"runtime {runtime!r} builds and validates input 'image' at its first shape only" in message, message
+    assert "targets.cpu-fp32.runtime" in message and "coreml (enumerated shapes)" in message
