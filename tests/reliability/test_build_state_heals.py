@@ -45,6 +45,7 @@ def test_a_deleted_artifact_reruns_its_variant(built, digits_cpu_project):
     _heals(built, digits_cpu_project, {"variant:digits-cnn/cpu-int8"})
 
 
+@pytest.mark.slow
 def test_a_corrupted_report_and_source_file_rerun_their_tasks(built, digits_cpu_project):
     (built / TARGET / "report.json").write_text("{not json")
     data = next((built / "build/digits-cnn/source").rglob("*.npz"))
@@ -61,6 +62,7 @@ def test_staging_folders_of_a_killed_build_are_removed(built):
     assert not list((built / "build").rglob(".variant.*"))
 
 
+@pytest.mark.slow
 def test_doit_clean_removes_everything_mbuild_made(built):
     proc = run_doit(built, "clean")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -14,9 +14,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 from tests.conftest import DIGITS_CPU, executed_tasks, make_project, run_doit
 
 
+@pytest.mark.slow
 def test_an_edit_during_the_build_is_refused_then_built_by_the_rerun(tmp_path):
     project = make_project(tmp_path / "p", {"digits.yaml": DIGITS_CPU})
     manifest = project / "manifests" / "digits.yaml"

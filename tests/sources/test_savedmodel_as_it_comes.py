@@ -62,6 +62,7 @@ targets:
 """
 
 
+@pytest.mark.slow
 def test_captured_constants_are_folded_and_dict_outputs_matched_by_name(tmp_path):
     import onnxruntime as ort
 
