@@ -32,3 +32,4 @@ def test_an_optional_targets_failure_is_recorded_without_the_root(tmp_path):
     record = json.loads((project / "build/digits-cnn/targets/cpu-int8/variant/variant.json").read_text())
     assert str(project) not in record["reason"]
     assert "traceback in build/digits-cnn/targets/cpu-int8/variant-error.log" in record["reason"], record
+
