@@ -152,8 +152,27 @@ def lock_for_doit(root: Path, argv: list[str]) -> None:
     from mbuild.manifest import begin_build_snapshot
 
     remove_staging(Path(root))  # what a killed build was writing; nobody else writes there while we hold the lock
+    _enough_space(Path(root))
     begin_build_snapshot()  # the graph is made from the manifests read now; actions refuse changed ones
     _one_line_on_ctrl_c()
+
+
+MIN_FREE_MB = 256  # below this a build would die in doit's state database with a traceback (ENOSPC)
+
+
+def _enough_space(root: Path) -> None:
+    """Stop with one line when the disk holding the project is (nearly) full, before doit writes its state."""
+    import shutil
+
+    need = int(os.environ.get("MBUILD_MIN_FREE_MB", MIN_FREE_MB))
+    try:
+        free = shutil.disk_usage(root / ".mbuild").free // (1024 * 1024)
+    except OSError:
+        return
+    if free < need:
+        print(f"error: only {free} MB free on the disk holding {root} (a build needs at least {need} MB for build/ "
+              "and .mbuild/); free some space and run the build again", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _one_line_on_ctrl_c() -> None:

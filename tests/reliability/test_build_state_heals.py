@@ -99,3 +99,18 @@ def test_ctrl_c_ends_with_one_line_and_no_traceback(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert out.count("interrupted") == 1 and proc.returncode == 130, out
+
+
+def test_a_full_disk_stops_the_build_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import DIGITS_CPU, make_project
+
+    project = make_project(tmp_path / "p", {"digits.yaml": DIGITS_CPU})
+    proc = subprocess.run([sys.executable, "-m", "doit"], cwd=project, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MBUILD_MIN_FREE_MB": str(10**12)})  # as if the disk were full
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("error: only ") and "free some space" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
