@@ -42,7 +42,40 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def canonical_json(obj: Any) -> str:
     """Sorted keys, fixed separators, trailing newline: the same data gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=_default) + "\n"
+    try:  # strict JSON: NaN and Infinity are not JSON, and a NaN written here would read as a number later
+        return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=_default, allow_nan=False) + "\n"
+    except ValueError as e:
+        where = _non_finite_at(obj)
+        if where is None:
+            raise
+        raise ValueError(f"refusing to write a non-finite number at {where} (not JSON)") from e
+
+
+def _non_finite_at(obj: Any, path: str = "$") -> str | None:
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.floating) and not np.isfinite(obj):
+            return path
+        if isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and not np.isfinite(obj).all():
+            return path
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite_at(v, f"{path}.{k}" if isinstance(k, str) else f"{path}[{k}]")
+        if found:
+            return found
+    return None
 
 
 def _default(o: Any):

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown step {step!r}", file=sys.stderr)
             return 2
         after_step(manifest, step, rest)
+    except KeyboardInterrupt:  # Ctrl-C: doit's process says so in one line
+        return 130
     except MbuildError as e:
         if _optional(manifest, step, rest):
             return _record(manifest, step, rest[0], str(e))
@@ -80,12 +82,20 @@ def _optional(manifest, step: str, rest: list[str]) -> bool:
 def _record(manifest, step: str, target: str, reason: str) -> int:
     from mbuild.steps import record_optional_failure
 
+    reason = _without_root(manifest, reason)  # recorded in variant.json/report.json: no checkout-specific path
     try:
         record_optional_failure(manifest, target, step, reason)
     except Exception as e:  # noqa: BLE001 - cannot even record it: fail the step as usual
         print(f"error: {reason} (and recording it failed: {e})", file=sys.stderr)
         return BuildError.exit_code
     return 0
+
+
+def _without_root(manifest, text: str) -> str:
+    """``text`` with the project root's absolute path removed (paths read relative to the project)."""
+    import os
+
+    return text.replace(f"{manifest.root}{os.sep}", "").replace(str(manifest.root), ".")
 
 
 def _quiet_frameworks() -> None:

@@ -10,6 +10,11 @@ from mbuild import __version__
 from mbuild.errors import MbuildError
 
 
+def error_lines(e: Exception) -> str:
+    """'error: ...' for each line of the message (a manifest's problems come one per line)."""
+    return "\n".join(f"error: {line}" for line in str(e).splitlines() or [""])
+
+
 def _manifest_paths(given: list[str]) -> list[Path]:
     if given:
         return [Path(p) for p in given]
@@ -29,8 +34,9 @@ def cmd_validate(args) -> int:
     for path in paths:
         try:
             m = load_manifest(path)
+            _deep_checks(m)
         except MbuildError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(error_lines(e), file=sys.stderr)
             worst = max(worst, e.exit_code)
             continue
         targets = ", ".join(f"{n} ({t.runtime}/{t.recipe})" for n, t in m.targets.items())
@@ -41,6 +47,19 @@ def cmd_validate(args) -> int:
         for warning in selection_warnings(m) + budget_warnings(m):
             print(f"warning: {warning}", file=sys.stderr)
     return worst
+
+
+def _deep_checks(manifest) -> None:
+    """What validate can check cheaply beyond the manifest: npz keys and sizes, the model's module and callable."""
+    from mbuild.sources.data import check_npz
+
+    for spec in manifest.data.values():
+        if not spec.is_synthetic:
+            check_npz(manifest, spec)
+    if manifest.source.kind == "pytorch":
+        from mbuild.sources.pytorch import probe_source
+
+        probe_source(manifest)
 
 
 def cmd_build(args) -> int:
@@ -64,7 +83,13 @@ def cmd_build(args) -> int:
         from mbuild.cache.cli import shard_argv
 
         argv += shard_argv(Path.cwd(), args.shard or os.environ["MBUILD_SHARD"]) or ["manifest"]
-    return DoitMain(ModuleTaskLoader(module)).run(argv)
+    try:
+        return DoitMain(ModuleTaskLoader(module)).run(argv)
+    finally:
+        from mbuild.manifest import SNAPSHOT_PID_ENV, SNAPSHOTS_ENV
+
+        os.environ.pop(SNAPSHOT_PID_ENV, None)  # later loads in this process are not part of that build
+        os.environ.pop(SNAPSHOTS_ENV, None)
 
 
 def _verified(path: str, args) -> dict:
@@ -408,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MbuildError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_lines(e), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -45,7 +45,7 @@ def define_tasks(namespace: dict, root: Path) -> None:
 
     def task_manifest():
         """Manifests that failed to load (each fails with its message)."""
-        yield {"basename": "manifest", "name": None, "actions": None}
+        yield {"basename": "manifest", "name": None, "actions": None, "doc": "manifests that failed to load"}
         yield from project.error_tasks()
 
     namespace.update({"DOIT_CONFIG": DOIT_CONFIG, "task_source": task_source, "task_variant": task_variant,

@@ -35,12 +35,35 @@ class ManifestError(MbuildError):
     exit_code = 2
 
     def __init__(self, message: str, location: Location | None = None, key_path: str = ""):
+        message = _one_line(message)  # a value quoted from the manifest may hold a newline
         self.location = location
         self.key_path = key_path
         self.reason = message
         prefix = f"{location}: " if location else ""
         where = f"{key_path}: " if key_path else ""
         super().__init__(f"{prefix}{where}{message}")
+
+
+class ManifestProblems(ManifestError):
+    """Several problems of one manifest, reported together (one located line each) so one edit fixes them all."""
+
+    def __init__(self, problems: list[ManifestError], limit: int = 10):
+        shown = problems[:limit]
+        first = shown[0]
+        super().__init__(first.reason, first.location, first.key_path)
+        self.problems = shown
+        more = len(problems) - len(shown)
+        lines = [str(p) for p in shown]
+        if more:
+            lines[-1] += f" (and {more} more problem(s) not shown)"
+        self.args = ("\n".join(lines),)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n") if ("\n" in text or "\r" in text) else text
 
 
 class BuildError(MbuildError):

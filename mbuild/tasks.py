@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mbuild import __version__
 from mbuild._io import dist_versions
+from mbuild._state import IntactOutputs, clean_paths
 from mbuild.errors import ManifestError, MbuildError
 from mbuild.layout import layout_for
 from mbuild.manifest import load_manifest
@@ -80,8 +81,8 @@ def source_task(m: Manifest) -> dict:
         "actions": [_cmd("source", m)],
         "file_dep": _rel(m, _files_in(m.input_files)),
         "targets": _rel(m, [lay.source_json, lay.source_dir / "model.onnx", lay.source_dir / "reference.npz"]),
-        "uptodate": [_config(deps)],
-        "clean": True,
+        "uptodate": [_config(deps), IntactOutputs(*_rel(m, [lay.source_dir]))],
+        "clean": [clean_paths(*_rel(m, [lay.source_dir]))],
     }
 
 
@@ -136,8 +137,8 @@ def variant_task(m: Manifest, name: str) -> dict:
         "actions": [_cmd("variant", m, name)],
         "file_dep": _rel(m, [lay.source_json, lay.source_dir / "model.onnx"]),
         "targets": _rel(m, [lay.variant_json(name)]),
-        "uptodate": [_config(deps), _artifacts_intact(m, name)],
-        "clean": True,
+        "uptodate": [_config(deps), _artifacts_intact(m, name), IntactOutputs(*_rel(m, [lay.variant_dir(name)]))],
+        "clean": [clean_paths(*_rel(m, [lay.variant_dir(name)]))],
     }
 
 
@@ -164,8 +165,8 @@ def check_task(m: Manifest, name: str) -> dict:
         "actions": [_cmd("check", m, name)],
         "file_dep": _rel(m, [lay.variant_json(name), lay.source_dir / "reference.npz"]),
         "targets": _rel(m, [lay.report_json(name)]),
-        "uptodate": [_config(deps)],
-        "clean": True,
+        "uptodate": [_config(deps), IntactOutputs(*_rel(m, [lay.report_json(name)]))],
+        "clean": [clean_paths(*_rel(m, [lay.target_dir(name)]))],
     }
 
 
@@ -182,8 +183,9 @@ def bundle_task(m: Manifest) -> dict:
         "actions": [_cmd("bundle", m)],
         "file_dep": _rel(m, file_dep),
         "targets": _rel(m, [lay.bundle_path]),
-        "uptodate": [_config(deps)],
-        "clean": True,
+        "uptodate": [_config(deps), IntactOutputs(*_rel(m, [lay.bundle_path]))],
+        "clean": [clean_paths(*_rel(m, [lay.bundle_path, lay.dist_dir / f"{m.bundle_id}.report.json",
+                                        lay.dist_dir / f"{m.bundle_id}.report.html"]))],
     }
 
 

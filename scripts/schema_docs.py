@@ -35,6 +35,29 @@ def _table(props: dict, required: list, defs: dict) -> list[str]:
     return lines
 
 
+def _inline_objects(node: dict) -> list[dict]:
+    """Objects written in place (not $ref'd) under a key: the node itself, its oneOf/anyOf choices, its list items."""
+    found = []
+    for candidate in [node, *node.get("oneOf", []), *node.get("anyOf", []), node.get("items") or {}]:
+        if isinstance(candidate, dict) and candidate.get("properties"):
+            found.append(candidate)
+    return found
+
+
+def _nested(prefix: str, props: dict, defs: dict) -> list[str]:
+    """A table for every nested mapping, so each key of the format is documented (source.pytorch.weights, image, ...)."""
+    out = []
+    for key, node in props.items():
+        for obj in _inline_objects(node):
+            where = f"{prefix}.{key}"
+            out += ["", f"### `{where}`", ""]
+            if obj is not node and obj.get("description"):
+                out += [obj["description"], ""]
+            out += _table(obj["properties"], obj.get("required", []), defs)
+            out += _nested(where, obj["properties"], defs)
+    return out
+
+
 def render() -> str:
     schema = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
     defs = schema["$defs"]
@@ -58,6 +81,7 @@ def render() -> str:
             out += [node["description"], ""]
         if props:
             out += _table(props, node.get("required", []), defs)
+            out += _nested(name, {k: v for k, v in props.items() if k != "…"}, defs)
         else:
             out += [f"Type: {_type(node, defs)}"]
         for sub in node.get("allOf", []):
@@ -67,8 +91,13 @@ def render() -> str:
                 key, value = next(iter(cond.items()))
                 out += ["", f"### {name} with `{key}: {value.get('const')}`", ""]
                 out += _table(then["properties"], then.get("required", []), defs)
+                out += _nested(name, then["properties"], defs)
     out += ["", "## Rules beyond the schema", "",
             "- Paths are relative to the file that writes them and may not leave the project root (symlinks resolved).",
+            "- A manifest starts only project code: `source.pytorch.model` names a class or function defined in a "
+            "project file (or in an installed package the project lists under `[tool.mbuild] source-modules`). "
+            "`mbuild validate` imports that file in a child process to check the name. Importing a model file runs "
+            "its code, and so does loading a TensorFlow SavedModel or Keras file: build only models you trust.",
             "- `extends:` merges mappings key by key; the extending file wins; cycles are refused.",
             "- A target's `recipe` must name a recipe (or be `auto`); `select.order` and `select.fallback` must name targets.",
             "- A data set gives either `npz` or `synthetic`; its `inputs` must name declared inputs.",

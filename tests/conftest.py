@@ -86,3 +86,17 @@ def digits_full_project(tmp_path_factory) -> Path:
                            {"digits.yaml": (REPO / "manifests" / "digits.yaml").read_text()})
     run_doit(project, check=True, timeout=1500)
     return project
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (minutes-long loops)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run only when asked for (`--slow`, or a `-m` expression such as `-m slow`)."""
+    if config.getoption("--slow") or config.option.markexpr:
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow or -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

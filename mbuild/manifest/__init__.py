@@ -1,13 +1,17 @@
 """Load a manifest: safe YAML, ``extends:``, JSON-Schema check, paths, semantic checks, typed model."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from mbuild.errors import Location, ManifestError
-from mbuild.manifest._schema import check_manifest_schema, suggest
-from mbuild.manifest._yaml import Positions, dotted, load_yaml
+from mbuild.manifest._schema import check_manifest_schema, raise_all, suggest
+from mbuild.manifest._yaml import Positions, dotted, file_kind, load_yaml
 from mbuild.manifest.model import (
     DEFAULT_CAPACITY,
     DataSpec,
@@ -40,15 +44,56 @@ def find_root(start: Path) -> Path:
 def load_manifest(path: str | Path, root: str | Path | None = None, *, check_targets: bool = True) -> Manifest:
     """Read and check one manifest; raises ManifestError pointing at file:line:col."""
     path = Path(path)
-    root = Path(root).resolve() if root else find_root(path.resolve().parent)
     display = _display(path)
-    data, positions = _load_with_extends(path, display, root, chain=())
+    try:
+        root = Path(root).resolve() if root else find_root(path.resolve().parent)
+    except (OSError, RuntimeError, ValueError) as e:
+        reason = "a symlink loop" if isinstance(e, RuntimeError) else (getattr(e, "strerror", None) or str(e))
+        raise ManifestError(f"cannot resolve the manifest's path: {reason}", Location(display, 1, 1)) from None
+    loads: list = [0]
+    data, positions = _load_with_extends(path, display, root, chain=(), loads=loads)
+    snapshot = _pin_snapshot(path, display, loads[1:])
     manifest = _build(path, root, data, positions)
+    manifest = dataclasses.replace(manifest, snapshot=snapshot)
     if check_targets:
         from mbuild.targets import check_manifest_targets
 
         check_manifest_targets(manifest)
     return manifest
+
+
+SNAPSHOT_PID_ENV = "MBUILD_SNAPSHOT_PID"  # the process that makes the task graph
+SNAPSHOTS_ENV = "MBUILD_SNAPSHOTS"  # JSON: manifest path -> digest of the bytes that graph was made from
+
+
+def begin_build_snapshot() -> None:
+    """From now on this process records each manifest it loads; its actions (child processes) must read the same."""
+    os.environ[SNAPSHOT_PID_ENV] = str(os.getpid())
+    os.environ[SNAPSHOTS_ENV] = "{}"
+
+
+def _pin_snapshot(path: Path, display: str, digests: list) -> str:
+    """Digest of what was read; inside a build, refuse a manifest (or base) that changed since the graph was made."""
+    import hashlib
+    import json
+
+    snapshot = hashlib.sha256("".join(digests).encode()).hexdigest()[:32]
+    graph_pid = os.environ.get(SNAPSHOT_PID_ENV)
+    if not graph_pid:
+        return snapshot
+    key = str(path.resolve())
+    try:
+        pinned = json.loads(os.environ.get(SNAPSHOTS_ENV) or "{}")
+    except ValueError:
+        pinned = {}
+    if graph_pid == str(os.getpid()):
+        pinned[key] = snapshot
+        os.environ[SNAPSHOTS_ENV] = json.dumps(pinned)
+    elif key in pinned and pinned[key] != snapshot:
+        raise ManifestError("the manifest (or a file it extends) changed during the build, after the task graph was "
+                            "made from it; nothing was built from the new text - run the build again",
+                            Location(display, 1, 1))
+    return snapshot
 
 
 def _display(path: Path) -> str:
@@ -58,8 +103,12 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _load_with_extends(path: Path, display: str, root: Path, chain: tuple) -> tuple[dict, Positions]:
-    data, positions = load_yaml(path, display)
+MAX_EXTENDS_LOADS = 32
+
+
+def _load_with_extends(path: Path, display: str, root: Path, chain: tuple, loads: list) -> tuple[dict, Positions]:
+    loads[0] += 1
+    data, positions = load_yaml(path, display, loads)
     if data is None:
         raise ManifestError("the manifest is empty", Location(display, 1, 1))
     if not isinstance(data, dict):
@@ -79,9 +128,17 @@ def _load_with_extends(path: Path, display: str, root: Path, chain: tuple) -> tu
             raise ManifestError(f"'extends' forms a cycle through {rel}", positions.of(key), "extends")
         if len(chain) >= MAX_EXTENDS_DEPTH:
             raise ManifestError("'extends' is nested too deeply", positions.of(key), "extends")
-        if not base.is_file():
-            raise ManifestError(f"file not found: {rel}", positions.of(key), "extends")
-        base_data, base_pos = _load_with_extends(base, _display(base), root, chain + (path.resolve(),))
+        if loads[0] >= MAX_EXTENDS_LOADS:
+            raise ManifestError(f"'extends' loads more than {MAX_EXTENDS_LOADS} files in all; share fewer bases",
+                                positions.of(key), "extends")
+        try:
+            info = base.stat()
+        except (OSError, ValueError):
+            raise ManifestError(f"file not found: {rel}", positions.of(key), "extends") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise ManifestError(f"{rel} is {file_kind(info.st_mode)}, expected a manifest file", positions.of(key),
+                                "extends")
+        base_data, base_pos = _load_with_extends(base, _display(base), root, chain + (path.resolve(),), loads)
         merged = _merge(merged, base_data)
         merged_pos.update(base_pos)
         merged_pos.keys.update(base_pos.keys)
@@ -104,7 +161,11 @@ def _resolve_path(value: str, manifest_path: Path, root: Path, loc: Location | N
     """Resolve relative to the file that wrote it; refuse anything that leaves the project root."""
     origin = Path(loc.file).resolve().parent if loc else manifest_path.resolve().parent
     raw = Path(value)
-    resolved = (origin / raw).resolve() if not raw.is_absolute() else raw.resolve()
+    try:
+        resolved = (origin / raw).resolve() if not raw.is_absolute() else raw.resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # symlink loop, NUL, name too long
+        reason = "a symlink loop" if isinstance(e, RuntimeError) else (getattr(e, "strerror", None) or str(e))
+        raise ManifestError(f"cannot resolve path {value!r}: {reason}", loc, key) from None
     try:
         resolved.relative_to(root)
     except ValueError:
@@ -114,121 +175,101 @@ def _resolve_path(value: str, manifest_path: Path, root: Path, loc: Location | N
     return resolved
 
 
+class _Problems(list):
+    """Problems found so far; ``with problems.each():`` records one and carries on with the next item."""
+
+    @contextlib.contextmanager
+    def each(self):
+        try:
+            yield
+        except ManifestError as e:
+            self.extend(getattr(e, "problems", None) or [e])
+
+
 def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
     check_manifest_schema(data, pos)
     files: list[Path] = []
+    problems = _Problems()
 
     def need_file(value: str, key: tuple, *, directory_ok: bool = False) -> Path:
         loc = pos.of(key)
         p = _resolve_path(value, path, root, loc, dotted(key))
-        if not p.exists():
-            raise ManifestError(f"file not found: {value} (looked in {p.parent})", loc, dotted(key))
-        if p.is_dir() and not directory_ok:
-            raise ManifestError(f"{value} is a folder, expected a file", loc, dotted(key))
+        try:
+            info = p.stat()
+        except (OSError, ValueError):
+            raise ManifestError(f"file not found: {value} (looked in {p.parent})", loc, dotted(key)) from None
+        if stat.S_ISDIR(info.st_mode):
+            if not directory_ok:
+                raise ManifestError(f"{value} is a folder, expected a file", loc, dotted(key))
+        elif not stat.S_ISREG(info.st_mode):
+            raise ManifestError(f"{value} is {file_kind(info.st_mode)}, expected a regular file", loc, dotted(key))
         files.append(p)
         return p
 
-    source = _build_source(data["source"], need_file)
+    source = None
+    with problems.each():
+        source = _build_source(data["source"], need_file, root, pos.of)
     inputs = {}
     for name, spec in data["inputs"].items():
         rng = spec.get("range")
-        if rng is not None and not rng[0] < rng[1]:
-            raise ManifestError(f"range must be [low, high] with low < high, got {rng}",
-                                pos.of(("inputs", name, "range")), f"inputs.{name}.range")
+        with problems.each():
+            _check_input(name, spec, pos)
         inputs[name] = InputSpec(
             name=name, shape=tuple(spec["shape"]), dtype=spec.get("dtype", "float32"),
             range=tuple(rng) if rng else None, layout=spec.get("layout", "any"),
             shapes=tuple(tuple(s) for s in spec.get("shapes", ())), image=spec.get("image"))
-    outputs = {
-        name: OutputSpec.from_dict(
-            name, spec, labels=need_file(spec["labels"], ("outputs", name, "labels")) if "labels" in spec else None)
-        for name, spec in data["outputs"].items()
-    }
-    _check_output_declarations(outputs, inputs, pos)
+    outputs = {}
+    for name, spec in data["outputs"].items():
+        labels = None
+        with problems.each():
+            labels = need_file(spec["labels"], ("outputs", name, "labels")) if "labels" in spec else None
+        outputs[name] = OutputSpec.from_dict(name, spec, labels=labels)
+    with problems.each():
+        _check_output_declarations(outputs, inputs, pos)
     datasets = {}
     for name, spec in data.get("data", {}).items():
-        key = ("data", name)
-        if ("npz" in spec) == ("synthetic" in spec):
-            raise ManifestError("give either 'npz' (real data) or 'synthetic' (seeded random inputs)",
-                                pos.of(key), dotted(key))
-        mapping = dict(spec.get("inputs") or ({n: n for n in inputs} if "npz" in spec else {}))
-        for input_name in mapping:
-            if input_name not in inputs:
-                raise ManifestError(f"{input_name!r} is not a declared input{suggest(input_name, inputs)}",
-                                    pos.of(key + ("inputs", input_name), key=True), dotted(key + ("inputs", input_name)))
-        if "npz" in spec:
-            missing = [n for n in inputs if n not in mapping]
-            if missing:
-                raise ManifestError(f"no array given for input(s) {', '.join(missing)}; map each input to an npz key",
-                                    pos.of(key + ("inputs",)), dotted(key + ("inputs",)))
-        datasets[name] = DataSpec(
-            name=name, npz=need_file(spec["npz"], key + ("npz",)) if "npz" in spec else None,
-            inputs=mapping, labels=spec.get("labels"), limit=spec.get("limit"), synthetic=spec.get("synthetic"))
+        with problems.each():
+            datasets[name] = _build_dataset(name, spec, inputs, pos, need_file)
 
     recipes = {}
     for name, spec in data.get("recipes", {}).items():
-        q = spec.get("quantize")
-        quant = QuantizeConfig.from_dict(q) if q else None
-        if quant:
-            qkey = ("recipes", name, "quantize")
-            if quant.scheme == "static":
-                cal = quant.calibration or ("calibration" if "calibration" in datasets else None)
-                if cal is None:
-                    raise ManifestError("a static recipe needs calibration data: add 'calibration: <data set>' "
-                                        "and declare that data set under 'data'", pos.of(qkey), dotted(qkey))
-                if cal not in datasets:
-                    raise ManifestError(f"{cal!r} is not a data set{suggest(cal, datasets)}",
-                                        pos.of(qkey + ("calibration",)), dotted(qkey + ("calibration",)))
-                quant = QuantizeConfig.from_dict({**q, "calibration": cal})
-            if quant.activations == "float" and quant.scheme == "static":
-                raise ManifestError("static quantization quantizes activations; use scheme 'weight_only' for float "
-                                    "activations", pos.of(qkey + ("activations",)), dotted(qkey + ("activations",)))
-            if quant.granularity == "per_block" and not quant.block_size:
-                raise ManifestError("per_block granularity needs 'block_size'", pos.of(qkey), dotted(qkey))
-        recipes[name] = RecipeConfig(name=name, precision=spec.get("precision", "fp32"), quantize=quant,
-                                     palettize=spec.get("palettize"), prune=spec.get("prune"),
-                                     description=spec.get("description", ""))
+        with problems.each():
+            recipes[name] = _build_recipe(name, spec, data.get("data", {}), pos)
 
     targets = {}
     for name, spec in data["targets"].items():
-        key = ("targets", name)
-        recipe = spec["recipe"]
-        candidates = tuple(spec.get("candidates", ()))
-        if recipe == "auto":
-            for i, c in enumerate(candidates):
-                if c not in recipes:
-                    raise ManifestError(f"{c!r} is not a recipe{suggest(c, recipes)}",
-                                        pos.of(key + ("candidates", i)), dotted(key + ("candidates", i)))
-        elif recipe not in recipes:
-            hint = suggest(recipe, recipes) or (f"; recipes: {', '.join(recipes)}" if recipes else "; no recipes are declared")
-            raise ManifestError(f"{recipe!r} is not a recipe{hint}", pos.of(key + ("recipe",)), dotted(key + ("recipe",)))
-        elif candidates:
-            raise ManifestError("'candidates' only applies to 'recipe: auto'", pos.of(key + ("candidates",), key=True),
-                                dotted(key + ("candidates",)))
-        options = {k: v for k, v in spec.items() if k not in COMMON_TARGET_KEYS}
-        targets[name] = TargetConfig(name=name, runtime=spec["runtime"], recipe=recipe, candidates=candidates,
-                                     required=spec.get("required", True), validate=dict(spec.get("validate", {})),
-                                     options=options, description=spec.get("description", ""))
+        with problems.each():
+            targets[name] = _build_target(name, spec, data.get("recipes", {}), pos)
+    for name, spec in data["targets"].items():
+        with problems.each():
+            _check_shapes_honoured(name, spec, data["inputs"], pos)
 
     validate = data.get("validate", {})
     for key_name in validate:
-        if key_name != "default" and key_name not in recipes:
-            raise ManifestError(f"{key_name!r} is neither 'default' nor a recipe{suggest(key_name, [*recipes, 'default'])}",
-                                pos.of(("validate", key_name), key=True), f"validate.{key_name}")
-        _check_tolerance_outputs(validate[key_name], ("validate", key_name), outputs, pos)
+        with problems.each():
+            declared = data.get("recipes", {})
+            if key_name != "default" and key_name not in declared:
+                raise ManifestError(f"{key_name!r} is neither 'default' nor a recipe{suggest(key_name, [*declared, 'default'])}",
+                                    pos.of(("validate", key_name), key=True), f"validate.{key_name}")
+        with problems.each():
+            _check_tolerance_outputs(validate[key_name], ("validate", key_name), outputs, pos)
     for name, spec in data["targets"].items():
-        _check_tolerance_outputs(spec.get("validate") or {}, ("targets", name, "validate"), outputs, pos)
+        with problems.each():
+            _check_tolerance_outputs(spec.get("validate") or {}, ("targets", name, "validate"), outputs, pos)
 
     select = data.get("select", {})
     order = tuple(select.get("order", ()))
     for i, t in enumerate(order):
-        if t not in targets:
-            raise ManifestError(f"{t!r} is not a target{suggest(t, targets)}", pos.of(("select", "order", i)),
-                                f"select.order[{i}]")
+        with problems.each():
+            if t not in data["targets"]:
+                raise ManifestError(f"{t!r} is not a target{suggest(t, data['targets'])}", pos.of(("select", "order", i)),
+                                    f"select.order[{i}]")
     fallback = select.get("fallback")
-    if fallback is not None and fallback not in targets:
-        raise ManifestError(f"{fallback!r} is not a target{suggest(fallback, targets)}",
-                            pos.of(("select", "fallback")), "select.fallback")
+    with problems.each():
+        if fallback is not None and fallback not in data["targets"]:
+            raise ManifestError(f"{fallback!r} is not a target{suggest(fallback, data['targets'])}",
+                                pos.of(("select", "fallback")), "select.fallback")
+    raise_all(problems)
     if "validation" not in datasets:
         datasets["validation"] = DataSpec(name="validation", synthetic={"count": 32, "seed": 0})
 
@@ -240,6 +281,126 @@ def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
         select_order=order, fallback=fallback, capacity=capacity, description=data.get("description", ""),
         author=data.get("author", ""), license=data.get("license", ""), raw=raw, positions=pos,
         input_files=tuple(dict.fromkeys(files)))
+
+
+MAX_ELEMENTS = 1 << 31  # elements of one input sample: beyond this no runtime allocates it
+_INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(1 << 31), (1 << 31) - 1),
+               "int64": (-(1 << 63), (1 << 63) - 1), "bool": (0, 1)}
+_CHANNELS = {"RGB": 3, "BGR": 3, "GRAYSCALE": 1}
+
+
+def _check_input(name: str, spec: dict, pos: Positions) -> None:
+    key = ("inputs", name)
+    rng = spec.get("range")
+    if rng is not None and not rng[0] < rng[1]:
+        raise ManifestError(f"range must be [low, high] with low < high, got {rng}", pos.of(key + ("range",)),
+                            dotted(key + ("range",)))
+    dtype = spec.get("dtype", "float32")
+    if rng is not None and dtype in _INT_RANGES:
+        lo, hi = _INT_RANGES[dtype]
+        if not (lo <= rng[0] and rng[1] <= hi):
+            raise ManifestError(f"range {rng} does not fit {dtype} ([{lo}, {hi}])", pos.of(key + ("range",)),
+                                dotted(key + ("range",)))
+    for where, shape in [(("shape",), spec["shape"])] + [(("shapes", i), s) for i, s in enumerate(spec.get("shapes", ()))]:
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise ManifestError(f"shape {shape} holds {math.prod(shape)} elements per sample, more than {MAX_ELEMENTS}",
+                                pos.of(key + where), dotted(key + where))
+    image = spec.get("image")
+    if image is not None:
+        shape, layout = spec["shape"], spec.get("layout", "any")
+        axis = {"NCHW": 1, "NHWC": -1}.get(layout)
+        want = _CHANNELS[image.get("color", "RGB")]
+        if len(shape) != 4:
+            raise ManifestError(f"an image input has 4 axes (NCHW or NHWC), the shape {shape} has {len(shape)}",
+                                pos.of(key + ("shape",)), dotted(key + ("shape",)))
+        channels = [shape[axis]] if axis is not None else [shape[1], shape[-1]]
+        if want not in channels:
+            color = image.get("color", "RGB")
+            raise ManifestError(f"color {color} has {want} channel(s), the shape {shape} has "
+                                f"{' or '.join(map(str, dict.fromkeys(channels)))}"
+                                + ("; set image.color: GRAYSCALE" if 1 in channels and want == 3 else ""),
+                                pos.of(key + ("image",)), dotted(key + ("image",)))
+
+
+SHAPES_HONOURED = {"coreml": "enumerated shapes"}  # runtimes that build and accept an input's extra shapes
+
+
+def _check_shapes_honoured(name: str, spec: dict, inputs: dict, pos: Positions) -> None:
+    """Refuse a target whose runtime would silently pin extra input ``shapes:`` to the first one."""
+    runtime = spec["runtime"]
+    with_shapes = [n for n, i in inputs.items() if i.get("shapes")]
+    if with_shapes and runtime not in SHAPES_HONOURED:
+        honoured = ", ".join(f"{r} ({how})" for r, how in SHAPES_HONOURED.items())
+        raise ManifestError(f"runtime {runtime!r} builds and validates input {with_shapes[0]!r} at its first shape "
+                            f"only, so its extra 'shapes' would be ignored; drop 'shapes' or build this target with "
+                            f"{honoured}", pos.of(("targets", name, "runtime")), f"targets.{name}.runtime")
+
+
+def _build_dataset(name: str, spec: dict, inputs: dict, pos: Positions, need_file) -> DataSpec:
+    key = ("data", name)
+    if ("npz" in spec) == ("synthetic" in spec):
+        raise ManifestError("give either 'npz' (real data) or 'synthetic' (seeded random inputs)",
+                            pos.of(key), dotted(key))
+    mapping = dict(spec.get("inputs") or ({n: n for n in inputs} if "npz" in spec else {}))
+    for input_name in mapping:
+        if input_name not in inputs:
+            raise ManifestError(f"{input_name!r} is not a declared input{suggest(input_name, inputs)}",
+                                pos.of(key + ("inputs", input_name), key=True), dotted(key + ("inputs", input_name)))
+    if "npz" in spec:
+        missing = [n for n in inputs if n not in mapping]
+        if missing:
+            raise ManifestError(f"no array given for input(s) {', '.join(missing)}; map each input to an npz key",
+                                pos.of(key + ("inputs",)), dotted(key + ("inputs",)))
+    return DataSpec(
+        name=name, npz=need_file(spec["npz"], key + ("npz",)) if "npz" in spec else None,
+        inputs=mapping, labels=spec.get("labels"), limit=spec.get("limit"), synthetic=spec.get("synthetic"))
+
+
+def _build_recipe(name: str, spec: dict, data_sets: dict, pos: Positions) -> RecipeConfig:
+    q = spec.get("quantize")
+    quant = QuantizeConfig.from_dict(q) if q else None
+    if quant:
+        qkey = ("recipes", name, "quantize")
+        if quant.scheme == "static":
+            cal = quant.calibration or ("calibration" if "calibration" in data_sets else None)
+            if cal is None:
+                raise ManifestError("a static recipe needs calibration data: add 'calibration: <data set>' "
+                                    "and declare that data set under 'data'", pos.of(qkey), dotted(qkey))
+            if cal not in data_sets:
+                # the validation set judges the result: never offered as the calibration set
+                hint = suggest(cal, [d for d in data_sets if d != "validation"])
+                raise ManifestError(f"{cal!r} is not a data set{hint or '; declare it under data'}",
+                                    pos.of(qkey + ("calibration",)), dotted(qkey + ("calibration",)))
+            quant = QuantizeConfig.from_dict({**q, "calibration": cal})
+        if quant.activations == "float" and quant.scheme == "static":
+            raise ManifestError("static quantization quantizes activations; use scheme 'weight_only' for float "
+                                "activations", pos.of(qkey + ("activations",)), dotted(qkey + ("activations",)))
+        if quant.granularity == "per_block" and not quant.block_size:
+            raise ManifestError("per_block granularity needs 'block_size'", pos.of(qkey), dotted(qkey))
+    return RecipeConfig(name=name, precision=spec.get("precision", "fp32"), quantize=quant,
+                        palettize=spec.get("palettize"), prune=spec.get("prune"),
+                        description=spec.get("description", ""))
+
+
+def _build_target(name: str, spec: dict, recipes: dict, pos: Positions) -> TargetConfig:
+    key = ("targets", name)
+    recipe = spec["recipe"]
+    candidates = tuple(spec.get("candidates", ()))
+    if recipe == "auto":
+        for i, c in enumerate(candidates):
+            if c not in recipes:
+                raise ManifestError(f"{c!r} is not a recipe{suggest(c, recipes)}",
+                                    pos.of(key + ("candidates", i)), dotted(key + ("candidates", i)))
+    elif recipe not in recipes:
+        hint = suggest(recipe, recipes) or (f"; recipes: {', '.join(recipes)}" if recipes else "; no recipes are declared")
+        raise ManifestError(f"{recipe!r} is not a recipe{hint}", pos.of(key + ("recipe",)), dotted(key + ("recipe",)))
+    elif candidates:
+        raise ManifestError("'candidates' only applies to 'recipe: auto'", pos.of(key + ("candidates",), key=True),
+                            dotted(key + ("candidates",)))
+    options = {k: v for k, v in spec.items() if k not in COMMON_TARGET_KEYS}
+    return TargetConfig(name=name, runtime=spec["runtime"], recipe=recipe, candidates=candidates,
+                        required=spec.get("required", True), validate=dict(spec.get("validate", {})),
+                        options=options, description=spec.get("description", ""))
 
 
 def _check_output_declarations(outputs: dict[str, OutputSpec], inputs: dict[str, InputSpec], pos: Positions) -> None:
@@ -292,24 +453,62 @@ def _check_tolerance_outputs(tolerance: dict, key: tuple, outputs: dict, pos: Po
                                 dotted(where))
 
 
-def _build_source(src: dict, need_file) -> SourceConfig:
+def _build_source(src: dict, need_file, root: Path, pos_of) -> SourceConfig:
     kind, spec = next(iter(src.items()))
     key = ("source", kind)
     if kind == "pytorch":
         target, _, attr = spec["model"].rpartition(":")
         model_path = None
         if target.endswith(".py") or "/" in target:
+            if not target.endswith(".py"):
+                raise ManifestError(f"{target!r} is not a Python file; write 'path/to/model.py:{attr}'",
+                                    pos_of(key + ("model",)), dotted(key + ("model",)))
             model_path = need_file(target, key + ("model",))
-        weights = need_file(spec["weights"], key + ("weights",)) if "weights" in spec else None
+        elif not _module_allowed(target, root):
+            raise ManifestError(
+                f"{target!r} is not a file of this project; name a class or function in a project file "
+                f"('path/to/model.py:{attr}'), or list the installed package you trust under [tool.mbuild] "
+                "source-modules in pyproject.toml", pos_of(key + ("model",)), dotted(key + ("model",)))
+        weights, weights_key, strict = None, None, True
+        if isinstance(spec.get("weights"), dict):
+            w = spec["weights"]
+            weights = need_file(w["file"], key + ("weights", "file"))
+            weights_key, strict = w.get("key"), w.get("strict", True)
+        elif "weights" in spec:
+            weights = need_file(spec["weights"], key + ("weights",))
         return SourceConfig(kind=kind, model=spec["model"], model_path=model_path, callable_name=attr,
-                            weights=weights, kwargs=dict(spec.get("kwargs", {})))
+                            weights=weights, weights_key=weights_key, weights_strict=strict,
+                            kwargs=dict(spec.get("kwargs", {})))
     directory_ok = kind == "tensorflow"
     model_path = need_file(spec["model"], key + ("model",), directory_ok=directory_ok)
     return SourceConfig(kind=kind, model=spec["model"], model_path=model_path,
                         signature=spec.get("signature", "serving_default"))
 
 
-_PATH_KEYS = {("source", "pytorch", "weights"), ("source", "onnx", "model"), ("source", "tensorflow", "model")}
+def _module_allowed(module: str, root: Path) -> bool:
+    """True when the project's pyproject.toml lists ``module`` (or a package holding it) in [tool.mbuild] source-modules."""
+    return any(module == m or module.startswith(m + ".") for m in project_source_modules(root))
+
+
+def project_source_modules(root: Path) -> tuple[str, ...]:
+    """Installed packages a project lets its manifests name as ``source.pytorch.model`` (none by default)."""
+    import tomllib
+
+    path = Path(root) / "pyproject.toml"
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_PYPROJECT_BYTES:
+            return ()
+        tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("mbuild", {})
+    except (OSError, ValueError):
+        return ()
+    modules = tool.get("source-modules", []) if isinstance(tool, dict) else []
+    return tuple(m for m in modules if isinstance(m, str) and m) if isinstance(modules, list) else ()
+
+
+MAX_PYPROJECT_BYTES = 1_000_000
+
+_PATH_KEYS = {("source", "pytorch", "weights"), ("source", "pytorch", "weights", "file"), ("source", "onnx", "model"),
+              ("source", "tensorflow", "model")}
 
 
 def _relativize(data: dict, path: Path, root: Path, pos: Positions) -> dict:
@@ -326,7 +525,7 @@ def _relativize(data: dict, path: Path, root: Path, pos: Positions) -> dict:
         node = out
         for k in keys[:-1]:
             node = node.get(k, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and keys[-1] in node:
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
             node[keys[-1]] = fix(keys, node[keys[-1]])
     pt = out["source"].get("pytorch")
     if pt:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mbuild.errors import ManifestError
+from mbuild.errors import ManifestError, ManifestProblems
 from mbuild.manifest._yaml import Positions, dotted
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -26,10 +26,13 @@ def load_schema(name: str) -> dict:
 
 @functools.cache
 def _validator(name: str):
+    """A 2020-12 validator whose 'integer' is a real int: 1.0 is not a shape entry (JSON Schema says it is)."""
     import jsonschema
+    from jsonschema import validators
 
-    schema = load_schema(name)
-    return jsonschema.Draft202012Validator(schema)
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool))
+    return validators.extend(base, type_checker=checker)(load_schema(name))
 
 
 def suggest(word: str, choices) -> str:
@@ -38,19 +41,41 @@ def suggest(word: str, choices) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+MAX_PROBLEMS = 10
+
+
 def check_manifest_schema(data: Any, positions: Positions) -> None:
-    """Raise ManifestError for the first schema violation, in file order."""
+    """Raise ManifestError naming every schema violation (up to MAX_PROBLEMS), in file order."""
     validator = _validator("manifest.schema.json")
     errors = list(validator.iter_errors(data))
     if not errors:
         return
-    worded = [_word(e, data, positions) for e in _leaves(errors)]
-    worded.sort(key=lambda w: (w.location.file, w.location.line, w.location.column) if w.location else ("", 0, 0))
-    first = worded[0]
-    if len(worded) > 1:
-        first = ManifestError(f"{first.reason} (and {len(worded) - 1} more problem(s))",
-                              first.location, first.key_path)
-    raise first
+    leaves = _leaves(errors)
+    worded = [w for w in (_word(e, data, positions) for e in leaves) if w is not None]
+    if not worded:  # only echoes: say where, in the validator's words
+        e = leaves[0]
+        worded = [ManifestError(e.message[:300], positions.of(tuple(e.absolute_path)), dotted(tuple(e.absolute_path)))]
+    raise_all(worded)
+
+
+def raise_all(problems: list[ManifestError]) -> None:
+    """One ManifestError for all ``problems`` (each located), sorted by place, duplicates and echoes dropped."""
+    if not problems:
+        return
+    seen, unique = set(), []
+    for p in sorted(problems, key=_place):
+        text = str(p)
+        if text not in seen:
+            seen.add(text)
+            unique.append(p)
+    if len(unique) == 1:
+        raise unique[0]
+    raise ManifestProblems(unique)
+
+
+def _place(p: ManifestError):
+    loc = p.location
+    return (loc.file, loc.line, loc.column) if loc else ("", 0, 0)
 
 
 def _leaves(errors):
@@ -68,16 +93,16 @@ def _leaves(errors):
 _QUOTED = re.compile(r"'([^']*)'")
 
 
-def _word(error, data, positions: Positions) -> ManifestError:
+def _word(error, data, positions: Positions) -> ManifestError | None:
     path = tuple(error.absolute_path)
     where = dotted(path)
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
         instance = error.instance if isinstance(error.instance, dict) else {}
         allowed = _allowed_keys(error.schema, instance)
         unknown = [k for k in instance if k not in allowed]
-        if not unknown:
-            unknown = _QUOTED.findall(error.message)[:1]
-        key = unknown[0] if unknown else "?"
+        if not unknown:  # every key is known: an echo of a wrong value that failed an if/then branch
+            return None
+        key = unknown[0]
         hint = suggest(key, allowed) or (f"; allowed keys: {', '.join(sorted(allowed))}" if allowed else "")
         return ManifestError(f"unknown key {key!r}{hint}", positions.of(path + (key,), key=True),
                              dotted(path + (key,)))

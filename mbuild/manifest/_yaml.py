@@ -54,17 +54,14 @@ def _loc(file: str, mark: yaml.Mark) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
-def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Positions]:
-    """Load one YAML document safely; return its data and the positions of its nodes."""
+def load_yaml(path: Path, display: str | None = None, digests: list | None = None) -> tuple[Any, Positions]:
+    """Load one YAML document safely; return its data and the positions of its nodes (``digests`` gets its sha256)."""
     display = display or str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ManifestError("file not found", Location(display, 1, 1)) from None
-    except OSError as e:
-        raise ManifestError(f"cannot read file: {e.strerror}", Location(display, 1, 1)) from None
-    if len(raw) > MAX_BYTES:
-        raise ManifestError(f"manifest is larger than {MAX_BYTES} bytes", Location(display, 1, 1))
+    raw = read_limited(path, MAX_BYTES, Location(display, 1, 1), "manifest")
+    if digests is not None:
+        import hashlib
+
+        digests.append(hashlib.sha256(raw).hexdigest())
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -97,6 +94,75 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Positions]:
     return data, positions
 
 
+def read_limited(path: Path, limit: int, loc: Location, what: str = "file") -> bytes:
+    """The bytes of a regular file no larger than ``limit``; its size is checked before anything is read.
+
+    Opened non-blocking, so a FIFO or a device named as a manifest is refused instead of waiting forever.
+    """
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ManifestError("file not found", loc) from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise ManifestError(f"cannot read file: {getattr(e, 'strerror', None) or e}", loc) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ManifestError(f"not a regular file ({file_kind(info.st_mode)}); name a plain file", loc)
+        if info.st_size > limit:
+            raise ManifestError(f"{what} is larger than {limit} bytes ({info.st_size})", loc)
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as e:
+        raise ManifestError(f"cannot read file: {e.strerror}", loc) from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > limit:
+        raise ManifestError(f"{what} is larger than {limit} bytes", loc)
+    return raw
+
+
+def file_kind(mode: int) -> str:
+    import stat
+
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def _checked_scalar(value, node, file):
+    """Refuse what no later step can hold: NaN/inf, NUL, lone surrogates (not encodable as UTF-8)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ManifestError(f"{node.value!r} is not a finite number; NaN and infinities are not allowed",
+                            _loc(file, node.start_mark))
+    if isinstance(value, str):
+        _check_text(value, node, file)
+    return value
+
+
+def _check_text(text: str, node, file) -> None:
+    if "\0" in text:
+        raise ManifestError("text holds a NUL character; remove it", _loc(file, node.start_mark))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ManifestError(f"text holds a lone surrogate (\\u{ord(text[e.start]):04x}), which is not valid "
+                            "Unicode; remove it", _loc(file, node.start_mark)) from None
+
+
 def _build(node, path, file, positions, loader, budget):
     budget[0] -= 1
     if budget[0] < 0:
@@ -119,6 +185,7 @@ def _build(node, path, file, positions, loader, budget):
                 raise ManifestError("keys must be plain strings (no '<<' merges or complex keys)",
                                     _loc(file, key_node.start_mark))
             key = key_node.value
+            _check_text(key, key_node, file)
             if key in out:
                 raise ManifestError(f"duplicate key {key!r}", _loc(file, key_node.start_mark),
                                     _dotted(path))
@@ -128,9 +195,14 @@ def _build(node, path, file, positions, loader, budget):
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, path + (i,), file, positions, loader, budget) for i, item in enumerate(node.value)]
     try:
-        return loader.construct_object(node, deep=True)
+        value = loader.construct_object(node, deep=True)
     except yaml.YAMLError as e:
         raise ManifestError(f"invalid value: {e}", _loc(file, node.start_mark)) from None
+    except (ValueError, TypeError, OverflowError, KeyError) as e:  # `!!int 1.0.0`, `!!float abc`, `!!bool maybe`
+        tag = node.tag.rsplit(":", 1)[-1]
+        raise ManifestError(f"{node.value!r} is not a valid {tag} ({type(e).__name__}); write a plain value",
+                            _loc(file, node.start_mark)) from None
+    return _checked_scalar(value, node, file)
 
 
 def _dotted(path: KeyPath) -> str:

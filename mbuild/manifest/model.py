@@ -189,6 +189,8 @@ class SourceConfig:
     model_path: Path | None = None  # resolved file (onnx/tensorflow file, or the .py of a pytorch callable)
     callable_name: str | None = None
     weights: Path | None = None
+    weights_key: str | None = None  # where the state dict sits in the checkpoint ('model_state', 'model.ema')
+    weights_strict: bool = True
     kwargs: dict = field(default_factory=dict)
     signature: str = "serving_default"
 
@@ -215,6 +217,7 @@ class Manifest:
     raw: dict = field(default_factory=dict, repr=False)
     positions: Positions = field(default_factory=Positions, repr=False, compare=False)
     input_files: tuple[Path, ...] = ()
+    snapshot: str = ""  # digest of the manifest's bytes and its extends bases, as read
 
     @property
     def bundle_id(self) -> str:

@@ -84,6 +84,7 @@ def build_source(manifest: "Manifest", out_dir: Path) -> dict:
         "outputs": semantics,
         "stream_steps": len(next(iter(streams.values()))) if streams else None,
         "canonical_onnx": {"notes": notes, "check": canonical_check},
+        "weights": source.weights_report(manifest) if hasattr(source, "weights_report") else None,
         "analysis": analysis,
         "versions": source.versions(),
     }

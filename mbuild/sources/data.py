@@ -25,6 +25,7 @@ def prepare_dataset(manifest: "Manifest", spec: "DataSpec") -> tuple[dict[str, n
         return _synthetic(manifest, spec)
     key = ("data", spec.name)
     loc = manifest.positions.of(key + ("npz",))
+    check_npz(manifest, spec)
     try:
         npz = np.load(spec.npz, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -52,6 +53,42 @@ def prepare_dataset(manifest: "Manifest", spec: "DataSpec") -> tuple[dict[str, n
         labels = labels[: count * per_sample]
     info = {"kind": "real", "file": manifest.rel(spec.npz), "samples": count, "labels": labels is not None}
     return arrays, labels, info
+
+
+MAX_NPZ_BYTES = 8 * 1024**3  # one data set, uncompressed: beyond it the build would not fit in memory anyway
+
+
+def check_npz(manifest: "Manifest", spec: "DataSpec") -> None:
+    """A regular .npz whose arrays are all there and whose uncompressed size is known to fit, before any is read."""
+    import os
+    import stat
+    import zipfile
+
+    key = ("data", spec.name)
+    loc = manifest.positions.of(key + ("npz",))
+    rel = manifest.rel(spec.npz)
+    try:
+        mode = os.stat(spec.npz).st_mode
+        if not stat.S_ISREG(mode):
+            raise ManifestError(f"{rel} is not a regular file; name an .npz file", loc, f"data.{spec.name}.npz")
+        with zipfile.ZipFile(spec.npz) as zf:
+            members = {i.filename.removesuffix(".npy"): i.file_size for i in zf.infolist()}
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise ManifestError(f"cannot read {rel} as .npz: {e}", loc, f"data.{spec.name}.npz") from None
+    total = sum(members.values())
+    if total > MAX_NPZ_BYTES:
+        raise ManifestError(f"{rel} holds {total} bytes uncompressed, more than {MAX_NPZ_BYTES}", loc,
+                            f"data.{spec.name}.npz")
+    from mbuild.manifest._schema import suggest
+
+    for input_name, array_key in spec.inputs.items():
+        if array_key not in members:
+            raise ManifestError(f"{rel} has no array {array_key!r}{suggest(array_key, members)} "
+                                f"(it has: {', '.join(members)})", manifest.positions.of(key + ("inputs", input_name)),
+                                f"data.{spec.name}.inputs.{input_name}")
+    if spec.labels and spec.labels not in members:
+        raise ManifestError(f"{rel} has no array {spec.labels!r}{suggest(spec.labels, members)} (it has: "
+                            f"{', '.join(members)})", manifest.positions.of(key + ("labels",)), f"data.{spec.name}.labels")
 
 
 def _as_samples(array: np.ndarray, inp: "InputSpec", manifest, key, input_name) -> np.ndarray:

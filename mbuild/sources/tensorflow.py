@@ -139,9 +139,11 @@ def function(manifest: "Manifest", model: TFModel):
     in_names, out_names = list(manifest.inputs), list(manifest.outputs)
 
     if model.kind == "saved_model":
-        def call(*args):
+        tensor_of = {n: manifest.outputs[n].tensor_name for n in out_names}
+
+        def call(*args):  # a signature returns a dict: outputs are matched by name, never by position
             result = model.signature(**dict(zip(in_names, args)))
-            return {n: result[n] for n in out_names}
+            return {n: result[tensor_of[n]] for n in out_names}
     else:
         keras_order = _keras_input_order(manifest, model.obj)
 
@@ -200,7 +202,14 @@ def export_onnx(manifest: "Manifest", model: TFModel, out_path: Path) -> list[st
     unsupported = _Collector()
     logging.getLogger("tf2onnx").addHandler(unsupported)
     try:
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs(manifest), opset=ONNX_OPSET)
+        frozen = _frozen_if_capturing(manifest, fn)
+        if frozen is None:
+            proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs(manifest), opset=ONNX_OPSET)
+        else:
+            graph_def, in_names, out_names = frozen
+            proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=list(in_names), output_names=list(out_names),
+                                                      opset=ONNX_OPSET)
+            _rename_io(proto, {**in_names, **out_names})
     except Exception as e:  # noqa: BLE001 - tf2onnx raises anything; name the ops it reported
         raise BuildError(f"tf2onnx: conversion failed{unsupported.suffix()}: {type(e).__name__}: {_short(e)}") from e
     finally:
@@ -223,6 +232,43 @@ def export_onnx(manifest: "Manifest", model: TFModel, out_path: Path) -> list[st
     return [f"exported with tf2onnx {tf2onnx.__version__} (opset {ONNX_OPSET}) from the "
             f"{'Keras model' if model.kind == 'keras' else 'SavedModel signature ' + repr(manifest.source.signature)}"
             ] + notes
+
+
+def _frozen_if_capturing(manifest: "Manifest", fn):
+    """For a function that captures non-variable tensors (constants a SavedModel restores as captures): its frozen
+    GraphDef with {graph tensor: manifest name} for inputs and outputs; None when nothing but variables is captured.
+
+    tf2onnx's ``from_function`` turns such captures into extra graph inputs ('5757:0'); freezing folds them
+    (and the variables) into constants, so the ONNX graph takes only the declared inputs.
+    """
+    tf = _tf()
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = fn.get_concrete_function()
+    captured = [t for t in concrete.captured_inputs if t.dtype != tf.resource]
+    if not captured:
+        return None
+    frozen = convert_variables_to_constants_v2(concrete)
+    if len(frozen.inputs) != len(manifest.inputs):
+        raise BuildError(f"freezing the TensorFlow function left {len(frozen.inputs)} graph inputs, the manifest "
+                         f"declares {len(manifest.inputs)}")
+    in_names = {t.name: n for t, n in zip(frozen.inputs, manifest.inputs)}
+    structured = concrete.structured_outputs  # a dict: its flattened order (sorted keys) is the outputs' order
+    keys = sorted(structured) if isinstance(structured, dict) else []
+    if set(keys) != set(manifest.outputs) or len(frozen.outputs) != len(keys):
+        raise BuildError(f"the frozen TensorFlow function returns {keys}, expected {list(manifest.outputs)}")
+    out_names = {t.name: k for t, k in zip(frozen.outputs, keys)}
+    return frozen.graph.as_graph_def(), in_names, out_names
+
+
+def _rename_io(proto, names: dict[str, str]) -> None:
+    """Rename graph tensors (inputs, outputs and every use of them) to the manifest's names."""
+    for value in [*proto.graph.input, *proto.graph.output]:
+        if value.name in names:
+            value.name = names[value.name]
+    for node in proto.graph.node:
+        node.input[:] = [names.get(i, i) for i in node.input]
+        node.output[:] = [names.get(o, o) for o in node.output]
 
 
 class _Collector(logging.Handler):

@@ -72,13 +72,13 @@ def test_lock_is_released_by_a_killed_build(tmp_path):
 
 
 def test_refusal_names_a_holder_that_has_not_written_its_pid_yet(tmp_path):
-    """The winner flocks a moment before it writes its pid; the loser must wait for the pid, not print '?'."""
+    """The winner locks a moment before it writes its pid; the loser must name it anyway, not print '?'."""
     from mbuild import _lock
 
     state = tmp_path / ".mbuild"
     state.mkdir()
     code = (f"import fcntl, os, time; fd = os.open({str(state / 'build.lock')!r}, os.O_RDWR | os.O_CREAT); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(0.5); "
+            "fcntl.lockf(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(0.5); "
             "os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

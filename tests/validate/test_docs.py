@@ -20,3 +20,11 @@ def test_manifest_reference_is_generated_from_the_schema():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert (REPO / "docs" / "manifest.md").read_text() == module.render(), "run: python scripts/schema_docs.py"
+
+
+def test_manifest_reference_documents_nested_keys():
+    text = (REPO / "docs" / "manifest.md").read_text()
+    for section in ("### `source.pytorch`", "### `source.pytorch.weights`", "### `input.image`",
+                    "### `dataset.synthetic`", "### `recipe.palettize`"):
+        assert section in text, section
+    assert "| `model` (required) |" in text and "| `strict` |" in text
