@@ -183,7 +183,9 @@ def bundle_task(m: Manifest) -> dict:
         "actions": [_cmd("bundle", m)],
         "file_dep": _rel(m, file_dep),
         "targets": _rel(m, [lay.bundle_path]),
-        "uptodate": [_config(deps), IntactOutputs(*_rel(m, [lay.bundle_path]))],
+        # no IntactOutputs here: 'mbuild release' signs the dist bundle in place, and release itself checks a
+        # dist bundle against the build's record (mbuild/release.py); a deleted bundle still reruns this task
+        "uptodate": [_config(deps)],
         "clean": [clean_paths(*_rel(m, [lay.bundle_path, lay.dist_dir / f"{m.bundle_id}.report.json",
                                         lay.dist_dir / f"{m.bundle_id}.report.html"]))],
     }
