@@ -21,7 +21,9 @@ WORK = HERE / "work"
 # model id -> (distribution, file inside it, copy name)
 PACKAGE_FILES = {
     "facenet-onet": ("facenet-pytorch", "facenet_pytorch/data/onet.pt", "onet.pt"),
+    "facenet-pnet": ("facenet-pytorch", "facenet_pytorch/data/pnet.pt", "pnet.pt"),
     "ppocr-det": ("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", "ppocr_det.onnx"),
+    "ppocr-rec": ("rapidocr-onnxruntime", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", "ppocr_rec.onnx"),
     "fer-emotion": ("fer", "fer/data/emotion_model.hdf5", "fer_emotion.h5"),
     "silero-vad": ("silero-vad", "silero_vad/data/silero_vad_16k_op15.onnx", "silero_vad_16k.onnx"),
 }
@@ -31,6 +33,16 @@ PROVENANCE = {
                     "MTCNN normalisation (x - 127.5) / 128",
     "ppocr-det": "real: 320x320 crops of the scikit-image page photo (printed text), PP-OCR normalisation "
                  "(x/255 - 0.5) / 0.5",
+    "ppocr-rec": "real: 48x320 crops of the printed lines of the scikit-image page photo (word runs of the 7 lines "
+                 "PP-OCRv4's detector finds; 44 validation, 32 other runs for calibration), each read as real text "
+                 "by rapidocr's own CTC decoder; rapidocr's resize_norm_img (height 48, (x/255 - 0.5)/0.5, zero "
+                 "padding)",
+    "facenet-pnet": "model: PNet's box and face-score heads joined into ONE [1, 5, 1849] YOLO-style output by "
+                    "conformance/models/facenet_pnet.py (the concatenation is ours, the weights the package's); "
+                    "data real: 96x96 crops of the two scikit-image photos with faces (astronaut, camera; face 14-36 px "
+                    "at random places) and of photos without (chelsea, coffee, rocket, ihc) for PNet's false "
+                    "positives (64 validation: 48 with a face, 16 without); calibration 96 other crops of the same "
+                    "photos; MTCNN normalisation (x - 127.5) / 128",
     "fer-emotion": "real: 64x64 grayscale crops of scikit-image sample photos (camera, astronaut, ...), "
                    "FER normalisation (x/255 - 0.5) * 2",
     "silero-vad": "synthetic: 16 kHz tones, harmonic bursts and noise (no audio data ships in scikit-image or "
@@ -159,10 +171,38 @@ def _synthetic_audio(rng, sr: int, seconds: float) -> np.ndarray:
     return np.clip(audio, -1, 1).astype(np.float32)
 
 
+def data_ppocr_rec() -> None:
+    """Verified word-run crops; every other one for validation, the rest for calibration (see textlines)."""
+    import textlines
+
+    package = package_file(*PACKAGE_FILES["ppocr-rec"][:2]).parent.parent
+    x, texts = textlines.text_line_samples(package)
+    for split, start, count in (("val", 0, 44), ("calib", 1, 32)):
+        picked = range(start, len(x), 2)[:count]
+        if len(picked) < count:
+            raise SystemExit(f"error: only {len(picked)} verified text lines for {split}, expected {count}")
+        _save("ppocr-rec", split, x=x[list(picked)][:, None])
+        (WORK / "data" / f"ppocr-rec-{split}.txt").write_text("".join(texts[i] + "\n" for i in picked))
+    # the class axis (6625): CTC blank, the model's 6623 characters, the space rapidocr appends;
+    # written raw (one of the characters is U+3000, an ideographic space)
+    keys = textlines.labels(WORK / "models" / "ppocr_rec.onnx")
+    with open(WORK / "data" / "ppocr-rec-labels.txt", "w", encoding="utf-8", newline="\n") as fh:
+        fh.write("".join(k + "\n" for k in keys))
+
+
+def data_pnet() -> None:
+    import facecrops
+
+    _save("facenet-pnet", "val", x=facecrops.validation())
+    _save("facenet-pnet", "calib", x=facecrops.calibration())
+
+
 def main() -> None:
     copy_models()
     data_onet()
+    data_pnet()
     data_ppocr()
+    data_ppocr_rec()
     data_fer()
     data_silero()
     print(f"prepared {len(PACKAGE_FILES)} models and their data sets in {WORK.relative_to(HERE)}/")

@@ -23,8 +23,8 @@ import prepare  # noqa: E402
 
 # Columns: the targets each manifest declares, plus runtimes a source cannot reach (probed for the reason).
 PROBES = {"ios-ane": {"runtime": "coreml", "compute_units": "cpu_and_ne", "min_os": "16.0", "recipe": "fp16"}}
-PACKAGES = {"facenet-onet": "facenet-pytorch", "ppocr-det": "rapidocr-onnxruntime", "fer-emotion": "fer",
-            "silero-vad": "silero-vad"}
+PACKAGES = {"facenet-onet": "facenet-pytorch", "facenet-pnet": "facenet-pytorch", "ppocr-det": "rapidocr-onnxruntime",
+            "ppocr-rec": "rapidocr-onnxruntime", "fer-emotion": "fer", "silero-vad": "silero-vad"}
 
 
 def build() -> tuple[str, float]:
@@ -95,6 +95,8 @@ def cell(m, target: str, errors: dict[str, str]) -> tuple[str, str]:
     if v["status"] == "skipped":
         return "skipped", f"built ({size}); not run: {v['reason']}"
     metric = _key_metric(v["metrics"])
+    if m.targets[target].recipe == "auto":
+        metric = f"recipe auto chose {variant.get('recipe')!r}: {metric}"
     lat = report.get("latency") or {}
     ms = f"; {lat['median_ms']:.3f} ms" if lat.get("median_ms") is not None else ""
     if v["status"] == "failed":
@@ -111,12 +113,64 @@ def _failure(step: str, message: str) -> tuple[str, str]:
 
 
 def _key_metric(metrics: dict) -> str:
-    cos = min(m["cosine"] for m in metrics.values())
-    parts = [f"cosine {cos:.4f}"]
-    agree = [m["top1_agreement"] for m in metrics.values() if "top1_agreement" in m]
-    if agree:
-        parts.append(f"top-1 agreement {min(agree):.3f}")
+    """The task metric of each output that has one (what the check decided on), then the lowest cosine."""
+    parts = []
+    for name, m in metrics.items():
+        label = f"{name}: " if len(metrics) > 1 else ""
+        if "exact_match" in m:
+            parts.append(f"{label}exact match {_num(m['exact_match'])}, CER {_num(m.get('cer'), 4)}")
+        elif "recall" in m:
+            parts.append(f"{label}recall {_num(m['recall'])}, box IoU {_num(m.get('box_iou'))}, "
+                         f"precision {_num(m.get('precision'))}")
+        elif "top1_agreement" in m:
+            parts.append(f"{label}top-1 agreement {_num(m['top1_agreement'])}")
+    cosines = [m["cosine"] for m in metrics.values() if m.get("cosine") is not None]
+    if cosines:
+        parts.append(f"cosine {min(cosines):.4f}")
     return ", ".join(parts)
+
+
+def _num(value, digits: int = 3) -> str:
+    """A metric for the page; null (the metric does not apply, e.g. box IoU with nothing matched) is n/a."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def rerun_marks() -> dict[str, dict[str, dict]]:
+    """The independent re-run of every built cell (rerun.py), model -> target -> its record."""
+    import rerun
+
+    rerun.main([])
+    return json.loads(rerun.OUT.read_text())
+
+
+def _mark(record: dict | None) -> str:
+    """The re-run's word on a cell, appended to its text."""
+    if not record or record["status"] == "not run":
+        return ""
+    if record["status"] == "agree":
+        return f"; re-run agrees ({record['verdict_here']})"
+    if record["status"] == "disagree":
+        return "; **re-run DISAGREES**: " + "; ".join(record["disagreements"])
+    return f"; re-run could not run it: {record['reason']}"
+
+
+def _rerun_summary(marks: dict) -> str:
+    counts: dict[str, int] = {}
+    for cells in marks.values():
+        for record in cells.values():
+            counts[record["status"]] = counts.get(record["status"], 0) + 1
+    import rerun
+
+    ran = counts.get("agree", 0) + counts.get("disagree", 0)
+    caught, tried = rerun.falsified_records_caught()
+    line = (f"Independent re-run (`conformance/rerun.py`): {counts.get('agree', 0)} of {ran} re-run cells agree with "
+            f"the verdict mbuild recorded")
+    if counts.get("disagree"):
+        line += f", **{counts['disagree']} disagree**"
+    if counts.get("error"):
+        line += f", {counts['error']} could not be run"
+    return line + (f"; with one recorded judgement falsified per cell (`rerun.py --self-check`) it disagrees in "
+                   f"{caught} of {tried}.")
 
 
 def main() -> int:
@@ -130,6 +184,7 @@ def main() -> int:
         prepare.main()
         log, seconds = build()
     errors = task_errors(log)
+    marks = rerun_marks()
     rows, columns, details = [], [], []
     for path in sorted((HERE / "manifests").glob("*.yaml")):
         try:
@@ -137,7 +192,10 @@ def main() -> int:
         except MbuildError as e:
             rows.append((path.stem, {"*": ("failed", str(e))}))
             continue
-        cells = {t: cell(m, t, errors) for t in m.targets}
+        cells = {}
+        for t in m.targets:
+            status, text = cell(m, t, errors)
+            cells[t] = (status, text + _mark(marks.get(path.stem, {}).get(t)))
         for name, spec in PROBES.items():
             if name not in m.targets:
                 reason = refusal(path, name, spec)
@@ -148,7 +206,7 @@ def main() -> int:
         rows.append((m.name, cells))
         details.append(_model_line(m, layout_for(m)))
     traceback = "Traceback (most recent call last)" in log
-    text = _readme(rows, columns, details, seconds, traceback)
+    text = _readme(rows, columns, details, seconds, traceback, _rerun_summary(marks))
     (HERE / "README.md").write_text(text)
     print(text)
     return 1 if traceback else 0
@@ -173,7 +231,7 @@ def _dist_version(dist: str) -> str:
         return "(not installed)"
 
 
-def _readme(rows, columns, details, seconds: float, traceback: bool) -> str:
+def _readme(rows, columns, details, seconds: float, traceback: bool, rerun_line: str) -> str:
     counts: dict[str, int] = {}
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, cells in rows:
@@ -211,16 +269,27 @@ Build: `doit -n 1` in conformance/, {seconds:.0f} s wall on {machine}. Cells: {s
 
 Targets: `cpu-*` ONNX Runtime CPU (fp32, fp16, int8 static QDQ, int8 dynamic); `tflite-fp32` LiteRT
 XNNPACK; `android-gpu` LiteRT fp16; `android-nnapi` LiteRT int8 static W8A8 (ai-edge-quantizer);
-`ios-ane` Core ML fp16; `*-auto` the same static int8 with `exclude: auto` (the layers that hurt most kept
-in float, one at a time, until the tolerance holds; the report names them). Key metric: the lowest cosine over the model's outputs against the source's fp32
-reference, top-1 agreement for classification outputs, artifact size and the median host latency.
-Tolerances: mbuild's defaults for float variants (cosine >= 0.999, per-channel SNR >= 25 dB) and
-cosine >= 0.98, per-channel SNR >= 8 dB (top-1 agreement >= 0.9 for classifiers) for int8; "out of tolerance"
-is a measured result with the numbers that missed, not a crash. "refused" is mbuild's own decision: the
-combination cannot be built (`mbuild validate`), or the quantization audit found weights the quantizer left in
-float and the recipe does not allow a partial result. "failed" names the step and the converter's
-own message (for onnx2tf: the ONNX node and op type it failed on); the full converter log stays in the build
-folder.
+`ios-ane` Core ML fp16; `*-int8-auto`/`android-nnapi-auto` the same static int8 with `exclude: auto` (the
+layers that hurt most kept in float, one at a time, until the tolerance holds; the report names them);
+`*-keep` the same static int8 with `keep_outputs_float: true`; facenet-pnet's `cpu-auto` is `recipe: auto`
+over int8, int8-keep, fp16, fp32 (the smallest candidate that passes; the cell names the one chosen).
+Key metric: each output's task metric against the source's fp32 reference where its kind has one
+(exact match and character error rate of the CTC-decoded text; recall, matched-box IoU and precision of the
+decoded detections; top-1 agreement of a classifier; "n/a": the metric does not apply, e.g. box IoU with no
+detection matched), then the lowest cosine over the outputs, artifact size and the median host latency.
+Tolerances: mbuild's defaults by recipe family and output kind (docs/recipes.md), tensor limits applied to
+each part of a detection output too, plus the manifest's own; "out of tolerance" is a measured result with
+the limits that missed, not a crash. "refused" is mbuild's own decision: the combination cannot be built
+(`mbuild validate`), or the quantization audit found weights the quantizer left in float and the recipe does
+not allow a partial result. "failed" names the step and the converter's own message (for onnx2tf: the ONNX
+node and op type it failed on); the full converter log stays in the build folder.
+
+{rerun_line} It loads each built artifact from the build folder and runs it with
+the runtime's own Python API (`onnxruntime.InferenceSession`, `ai_edge_litert` with the interpreter's int8 I/O
+scale and zero point), runs the source model itself for the reference, recomputes cosine, top-1 agreement,
+CTC exact match / CER and detection recall / precision / box IoU with its own code (not `mbuild.validate`),
+and judges them against the limits mbuild recorded; "re-run agrees (failed)" means it breaks the same limits.
+Limits it does not recompute (per-channel SNR, per-part tensor limits) are left to mbuild.
 
 {chr(10).join(lines)}
 """
