@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 ATTRIBUTION_SAMPLES = 32
+ATTRIBUTION_BYTES = 1 << 30
 
 
 def _debug_interpreter(path: Path):
@@ -37,6 +38,11 @@ def _collect(path: Path, plan: dict, inputs: dict[str, np.ndarray], count: int) 
     details = [d for d in interp.get_tensor_details() if d["name"]]
     values: dict[str, list[np.ndarray]] = {}
     for i in range(count):
+        if i == 1:  # every tensor of every sample is kept (twice: float and quantized): bound the memory
+            per_sample = sum(v[0].nbytes for v in values.values()) * 2 or 1
+            count = min(count, max(1, ATTRIBUTION_BYTES // per_sample))
+        if i >= count:
+            break
         feed = runner.feed(inputs, i)
         for e in plan["inputs"]:
             interp.set_tensor(runner._index(e), feed[e["key"]])
@@ -73,7 +79,10 @@ def attribute(float_path: Path, float_plan: dict, quant_path: Path, quant_plan: 
 
     count = min(ATTRIBUTION_SAMPLES, len(next(iter(inputs.values()))))
     ref = _collect(float_path, float_plan, inputs, count)
+    count = min(count, min((len(v) for v in ref.values()), default=count))  # the float run's memory bound holds
     out = _collect(quant_path, quant_plan, inputs, count)
+    ref = {k: v[:count] for k, v in ref.items()}
+    out = {k: v[:count] for k, v in out.items()}
     sqnr = {name: s for name in ref.keys() & out.keys() if (s := _sqnr(ref[name], out[name])) is not None}
     ops = list_ops(read_model(Path(quant_path).read_bytes()))
     producer, readers = {}, {}

@@ -243,7 +243,13 @@ class OnnxRuntime(Runtime):
 
         prepare_onnx(ctx.canonical_onnx, float_model, {n: s.shape for n, s in ctx.manifest.inputs.items()},
                      min_opset=QDQ_MIN_OPSET)
-        sample = {k: v[:ATTRIBUTION_SAMPLES] for k, v in inputs.items()}
+        q = ctx.recipe.quantize
+        if q is not None and q.scheme == "dynamic":
+            return {"method": "none", "layers": [],
+                    "note": "no activation attribution for dynamic int8: activations are quantized at run time, so "
+                            "the model has no quantize/dequantize pairs to compare with the float graph"}
+        count = attribution_samples(float_model)
+        sample = {k: v[:count] for k, v in inputs.items()}
         acts = {}
         for label, src in (("float", float_model), ("qdq", artifact)):
             aug = work / f"attr_{label}_aug.onnx"
@@ -320,6 +326,26 @@ class OnnxRuntime(Runtime):
                               "exclude": [node.name]})
             frontier.extend(node.input)
         return order[:10]
+
+
+ATTRIBUTION_BYTES = 1 << 30  # the debugging tools keep every activation of every sample, three times
+
+
+def attribution_samples(model_path: Path) -> int:
+    """As many samples (up to ATTRIBUTION_SAMPLES) as fit ATTRIBUTION_BYTES of collected activations."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(onnx.load(str(model_path)))
+        elements = 0
+        for v in inferred.graph.value_info:
+            dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
+            if dims and all(d > 0 for d in dims):
+                elements += int(np.prod(dims))
+    except Exception:  # noqa: BLE001 - unknown sizes: the smallest useful sample
+        return 4
+    per_sample = max(1, elements) * 4 * 3
+    return int(max(1, min(ATTRIBUTION_SAMPLES, ATTRIBUTION_BYTES // per_sample)))
 
 
 class _Reader:
