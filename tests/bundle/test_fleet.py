@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -125,12 +124,10 @@ def test_fleet_html_renders_in_headless_chromium(tmp_path):
     from mbuild.bundle.fleet_html import write_fleet_html
 
     html = write_fleet_html(fleet_report(fleet_bundle(), read_shares(SAMPLE), load_devices()), tmp_path / "f.html")
-    png = tmp_path / "shot.png"
-    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1200,1600",
-                    html.resolve().as_uri()], capture_output=True, timeout=120, check=False)
-    assert png.exists() and png.stat().st_size > 10_000
+    from tests.conftest import chromium_screenshot
+
+    png = chromium_screenshot(html, tmp_path)
+    assert png.stat().st_size > 10_000
     rgb = matplotlib.image.imread(str(png))[..., :3].reshape(-1, 3)
     assert rgb.std(axis=0).max() > 0.05
     coloured = ((rgb.max(axis=1) - rgb.min(axis=1)) > 0.3).sum()

@@ -3,7 +3,6 @@ overlapping labels, all variants per device class, the selection-order change in
 from __future__ import annotations
 
 import copy
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,12 +72,10 @@ def test_readable_report_screenshot(tmp_path):
 
     html = tmp_path / "report.html"
     html.write_text(render_report(doc()))
-    png = tmp_path / "shot.png"
-    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1200,1600",
-                    html.resolve().as_uri()], capture_output=True, timeout=120, check=False)
-    assert png.exists() and png.stat().st_size > 10_000
+    from tests.conftest import chromium_screenshot
+
+    png = chromium_screenshot(html, tmp_path)
+    assert png.stat().st_size > 10_000
     rgb = matplotlib.image.imread(str(png))[..., :3].reshape(-1, 3)
     coloured = ((rgb.max(axis=1) - rgb.min(axis=1)) > 0.3).sum()
     assert coloured > 2000, coloured

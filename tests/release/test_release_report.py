@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import subprocess
 import zipfile
 from pathlib import Path
 
@@ -67,14 +66,9 @@ def test_latency_plot_groups_device_classes(digits_cpu_project):
 
 
 def _chromium_screenshot(html: Path, tmp_path: Path) -> Path:
-    png = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1200,1600",
-           html.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    assert png.exists(), f"chromium wrote no screenshot (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
-    return png
+    from tests.conftest import chromium_screenshot
+
+    return chromium_screenshot(html, tmp_path)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (scripts/setup.sh installs it "
