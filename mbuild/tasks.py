@@ -122,7 +122,7 @@ def variant_task(m: Manifest, name: str) -> dict:
     target = m.targets[name]
     runtime = get_runtime(target.runtime)
     deps = {"target": m.raw["targets"][name], "recipes": _recipe_part(m, target),
-            "io": m.part("name", "version", "inputs", "outputs", "description", "author"),
+            "io": m.part("name", "inputs", "outputs"),  # release metadata (version, description...) is the bundle's
             "mbuild": __version__, "versions": runtime.versions()}
     if target.recipe == "auto" or _searches_exclusions(m, target):
         from mbuild.recipes import tolerance_inputs

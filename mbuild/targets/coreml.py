@@ -169,9 +169,9 @@ class CoreMLRuntime(Runtime):
             user["mbuild.version"] = importlib.metadata.version("mbuild")
         except Exception:  # noqa: BLE001 - running from a checkout
             user["mbuild.version"] = "unknown"
-        return {"author": m.author, "version": m.version, "license": m.license,
-                "description": m.description or f"{m.name} {m.version} ({ctx.target.name}, recipe {ctx.recipe.name})",
-                "user_defined": user}
+        # version, author, license and description are release metadata: bundle.json carries them, so that a
+        # release (a version bump, a new description) re-packages the bundle without rebuilding any variant
+        return {"description": f"{m.name} ({ctx.target.name}, recipe {ctx.recipe.name})", "user_defined": user}
 
     # -- run -----------------------------------------------------------------------------------------
     def run(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray]) -> RunResult:

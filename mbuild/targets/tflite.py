@@ -3,7 +3,7 @@
 Float conversion by source: litert-torch (PyTorch), onnx2tf (ONNX), TFLiteConverter (TensorFlow).
 The float model must reproduce the source's reference outputs before anything is quantized;
 recipes come from ai-edge-quantizer. The I/O contract (names, NCHW->NHWC changes, integer
-I/O scale/zero point) and the model's name, version and input normalization are embedded
+I/O scale/zero point) and the model's name and input normalization are embedded
 in the .tflite as an ``mbuild`` metadata entry, which ``run`` reads back.
 """
 from __future__ import annotations
@@ -130,7 +130,7 @@ class TFLiteRuntime(Runtime):
         quantization = quant.describe(ctx, model_path, facts, cfg.io)
 
         payload = self._metadata(ctx, plan, quantization)
-        data = fbm.embed_metadata(model_path.read_bytes(), payload, f"{ctx.manifest.name} {ctx.manifest.version}")
+        data = fbm.embed_metadata(model_path.read_bytes(), payload, ctx.manifest.name)
         out = ctx.out_dir / "model.tflite"
         write_bytes_atomic(out, data)
         interpreter(out)  # the metadata entry must not break loading
@@ -182,12 +182,15 @@ class TFLiteRuntime(Runtime):
 
     @staticmethod
     def _metadata(ctx, plan: dict, quantization: dict) -> dict:
-        """What an app needs to feed the model: name, version, normalization, the I/O plan (deterministic)."""
+        """What an app needs to feed the model: name, normalization, the I/O plan (deterministic).
+
+        No version: release metadata lives in bundle.json, so a version bump rebuilds no variant.
+        """
         inputs = {}
         for name, spec in ctx.manifest.inputs.items():
             inputs[name] = {"shape": list(spec.shape), "dtype": spec.dtype,
                             "range": list(spec.range) if spec.range else None, "image": spec.image}
-        return {"format": 1, "name": ctx.manifest.name, "version": ctx.manifest.version, "inputs": inputs,
+        return {"format": 1, "name": ctx.manifest.name, "inputs": inputs,
                 "outputs": {n: {"kind": s.kind} for n, s in ctx.manifest.outputs.items()},
                 "recipe": ctx.recipe.name, "quantization": quantization["summary"], "io": plan}
 

@@ -63,3 +63,19 @@ def test_editing_one_recipes_tolerance_reruns_only_the_checks_of_that_recipe(tmp
     assert executed_tasks(proc.stdout) == {"check:digits-cnn/cpu-int8", "bundle:digits-cnn"}, proc.stdout
     report = json.loads((project / "build/digits-cnn/targets/cpu-int8/report.json").read_text())
     assert report["validation"]["tolerance"]["logits"]["top1_agreement_min"] == 0.97
+
+
+def test_release_metadata_rebuilds_only_the_bundle(tmp_path, digits_cpu_project):
+    """description, author, license and version are the bundle's: editing them re-packages, it rebuilds nothing."""
+    project = tmp_path / "p"
+    shutil.copytree(digits_cpu_project, project)
+    manifest = project / "manifests" / "digits.yaml"
+    text = manifest.read_text()
+    manifest.write_text(text.replace("version: 1.0.0\n", "version: 1.0.1\ndescription: a new description\n"
+                                                          "author: release team\nlicense: MIT\n"))
+    proc = run_doit(project, check=True)
+    assert executed_tasks(proc.stdout) == {"bundle:digits-cnn"}, proc.stdout
+    from mbuild.bundle.verify import read_bundle_json
+
+    doc = read_bundle_json(project / "dist/digits-cnn-1.0.1.mbundle")
+    assert doc["version"] == "1.0.1" and doc["description"] == "a new description"
