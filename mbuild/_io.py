@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -96,13 +97,19 @@ def tree_size(path: Path) -> int:
 
 
 def dist_version(dist: str, missing: str = "not installed") -> str:
-    """Installed version of a distribution (cheap: reads metadata, imports nothing)."""
+    """Installed version of a distribution (reads metadata, imports nothing; looked up once per process)."""
+    found = _installed_version(dist)
+    return missing if found is None else found
+
+
+@functools.cache
+def _installed_version(dist: str) -> str | None:
     import importlib.metadata
 
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
-        return missing
+        return None
 
 
 def dist_versions(dists) -> dict[str, str]:
