@@ -79,16 +79,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _optional(manifest, step: str, rest: list[str]) -> bool:
-    """A variant or check step of a target with ``required: false`` (its failures must not stop the bundle)."""
-    return (manifest is not None and step in ("variant", "check") and bool(rest)
-            and rest[0] in manifest.targets and not manifest.targets[rest[0]].required)
+    """A step whose failure must not stop the bundle: a variant or check of a target with ``required: false``,
+    or a base conversion that only such targets use."""
+    if manifest is None or not rest:
+        return False
+    if step == "convert":
+        from mbuild.steps import conversion_users
+
+        users = conversion_users(manifest, rest[0])
+        return bool(users) and not any(manifest.targets[t].required for t in users)
+    return step in ("variant", "check") and rest[0] in manifest.targets and not manifest.targets[rest[0]].required
 
 
 def _record(manifest, step: str, target: str, reason: str) -> int:
-    from mbuild.steps import record_optional_failure
+    from mbuild.steps import record_failed_conversion, record_optional_failure
 
     try:
-        record_optional_failure(manifest, target, step, reason)
+        if step == "convert":
+            record_failed_conversion(manifest, target, reason)
+        else:
+            record_optional_failure(manifest, target, step, reason)
     except Exception as e:  # noqa: BLE001 - cannot even record it: fail the step as usual
         print(f"error: {reason} (and recording it failed: {e})", file=sys.stderr)
         return BuildError.exit_code
@@ -180,12 +190,19 @@ def run_task_step(name: str, step: str, manifest: str, target: str | None, famil
         message = errors[0][len("error: "):] if errors else f"exited with status {outcome.rc} (log: {rel})"
         if not errors:
             print(f"error: {name}: {message}", file=sys.stderr, flush=True)
+        chatter = _line_count(log) - len(lines)
+        if errors and chatter > 0:
+            print(f"   the converters' output of this step: {rel} ({chatter} lines)", file=sys.stderr, flush=True)
         return TaskFailed(message)
-    import signal as _signal
+    if outcome.worker_died:
+        message = (f"{name}: its {family} worker died during the step (killed, or out of memory); the next task "
+                   f"starts a new one; run doit again (log: {rel})")
+    else:
+        import signal as _signal
 
-    sig = _signal.Signals(outcome.signal).name if outcome.signal else "a signal"
-    who = f"its {family} worker" if outcome.worker_died else "the step's process"
-    message = f"{name}: {who} was killed by {sig} (out of memory, or killed by hand); run doit again (log: {rel})"
+        sig = _signal.Signals(outcome.signal).name if outcome.signal else "a signal"
+        message = f"{name}: the step's process was killed by {sig} (out of memory, or killed by hand); run doit " \
+                  f"again (log: {rel})"
     print(f"error: {message}", file=sys.stderr, flush=True)
     return TaskFailed(message)
 
@@ -197,6 +214,13 @@ def _own_lines(log: Path) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.startswith(_OWN_LINE)]
+
+
+def _line_count(log: Path) -> int:
+    try:
+        return sum(1 for line in log.read_text(errors="replace").splitlines() if line.strip())
+    except OSError:
+        return 0
 
 
 def _last_line(log: Path) -> str:

@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 def run_source(manifest: Manifest) -> dict:
     from mbuild.sources.build import build_source
+    from mbuild.workers import phase
 
     lay = layout_for(manifest)
     lay.source_json.unlink(missing_ok=True)
+    phase("loading the model, writing the data sets, running the reference, exporting the canonical ONNX")
     report = build_source(manifest, lay.source_dir)
     acc = report.get("reference_accuracy")
     print(f"source:{manifest.name}: {report['analysis']['params']:,} params, "
@@ -61,6 +63,30 @@ def conversions(manifest: Manifest) -> dict[str, tuple]:
             if conv is not None and conv.path not in found:
                 found[conv.path] = (runtime, conv, name, recipe_name)
     return found
+
+
+def conversion_users(manifest: Manifest, path: str) -> list[str]:
+    """The targets whose variants read base conversion ``path``."""
+    users = []
+    for name, target in manifest.targets.items():
+        runtime = get_runtime(target.runtime)
+        recipes = (target.candidates or tuple(manifest.recipes)) if target.recipe == "auto" else (target.recipe,)
+        if any((c := runtime.conversion(manifest, target, manifest.recipes[r])) is not None and c.path == path
+               for r in recipes):
+            users.append(name)
+    return users
+
+
+def record_failed_conversion(manifest: Manifest, path: str, reason: str) -> None:
+    """A base conversion only optional targets use failed: record why, so their variants say it and the bundle goes on."""
+    from mbuild.targets.base import BASE_RECORD
+
+    final = layout_for(manifest).convert_dir(path)
+    if final.exists():
+        shutil.rmtree(final)
+    write_json_atomic(final / BASE_RECORD, {"status": NOT_BUILT, "reason": reason})
+    print(f"warning: convert:{manifest.name}/{path} did not succeed (only targets with required: false use it: "
+          f"{', '.join(conversion_users(manifest, path))}): {reason}")
 
 
 def run_convert(manifest: Manifest, path: str) -> dict:

@@ -72,9 +72,21 @@ def _cmd(step: str, manifest: Manifest, target: str | None = None, runtime: str 
     return (run_task_step, [name, step, str(manifest.path), target, family, str(manifest.root)])
 
 
-def source_task(m: Manifest) -> dict:
-    from mbuild.sources.build import used_datasets
+def used_datasets(m: Manifest) -> list[str]:
+    """The data sets the source step writes: validation and every calibration set a recipe names.
 
+    The same rule as ``mbuild.sources.build.used_datasets``, kept here because that module imports
+    numpy, which loading dodo.py must not (tests/e2e/test_task_graph.py checks both agree).
+    """
+    names = ["validation"]
+    for recipe in m.recipes.values():
+        q = recipe.quantize
+        if q and q.calibration and q.calibration not in names:
+            names.append(q.calibration)
+    return names
+
+
+def source_task(m: Manifest) -> dict:
     lay = layout_for(m)
     sets = used_datasets(m)
     deps = {"source": m.part("source", "inputs", "outputs"), "data": {s: m.raw.get("data", {}).get(s) for s in sets},

@@ -52,6 +52,12 @@ class BuildContext:
         variant's work folder, so ``convert`` works either way and gives the same artifact.
         """
         if self.base_dir is not None and (self.base_dir / BASE_RECORD).exists():
+            from mbuild._io import read_json
+            from mbuild.errors import BuildError
+
+            record = read_json(self.base_dir / BASE_RECORD)
+            if record.get("status") == "not built":  # failed, and recorded because only optional targets use it
+                raise BuildError(f"its base conversion {self.base_dir.name} failed: {record['reason']}")
             return self.base_dir
         folder = self.work_dir / "base"
         if not (folder / BASE_RECORD).exists():

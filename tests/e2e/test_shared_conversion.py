@@ -39,3 +39,32 @@ def test_core_ml_variants_share_one_conversion_and_a_compression_edit_keeps_it(t
     assert executed_tasks(again.stdout) == {"variant:digits-cnn/ios-w8"}, again.stdout
     record = (project / "build/digits-cnn/targets/ios-w8/variant/variant.json").read_text()
     assert "per-tensor" in record
+
+
+
+def test_a_failed_conversion_only_optional_targets_use_is_recorded_for_their_variants(tmp_path, digits_cpu_project):
+    """required: false still means what it says when the shared conversion, not the variant, fails."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    project = tmp_path / "p"
+    shutil.copytree(digits_cpu_project, project)
+    manifest = project / "manifests" / "digits.yaml"
+    manifest.write_text(manifest.read_text().replace("recipe: int8}", "recipe: int8, required: false}"))
+    (project / "build/digits-cnn/source/model.onnx").write_bytes(b"not an onnx model")
+
+    def step(*args):
+        proc = subprocess.run([sys.executable, "-m", "mbuild.actions", *args], cwd=project, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc
+        return proc.stdout
+
+    out = step("convert", str(manifest), "onnxruntime-opset13")
+    assert "warning: convert:digits-cnn/onnxruntime-opset13 did not succeed (only targets with required: false " \
+           "use it: cpu-int8)" in out, out
+    out = step("variant", str(manifest), "cpu-int8")
+    assert "warning: variant:digits-cnn/cpu-int8 did not succeed (required: false" in out, out
+    record = json.loads((project / "build/digits-cnn/targets/cpu-int8/variant/variant.json").read_text())
+    assert record["status"] == "not built" and "base conversion onnxruntime-opset13 failed" in record["reason"]

@@ -79,3 +79,25 @@ def test_release_metadata_rebuilds_only_the_bundle(tmp_path, digits_cpu_project)
 
     doc = read_bundle_json(project / "dist/digits-cnn-1.0.1.mbundle")
     assert doc["version"] == "1.0.1" and doc["description"] == "a new description"
+
+
+def test_loading_dodo_imports_no_numpy_and_reads_each_version_once(digits_cpu_project):
+    """The no-op path: runtime modules import no SDK and not even numpy; distribution versions are cached."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy, importlib.metadata as md; calls = []; real = md.version\n"
+            "md.version = lambda d: (calls.append(d), real(d))[1]\n"
+            "ns = runpy.run_path('dodo.py'); tasks = [t for k, f in ns.items() if k.startswith('task_') for t in f()]\n"
+            "print('numpy' in sys.modules, len(calls), len(set(calls)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=digits_cpu_project, capture_output=True, text=True,
+                         check=True)
+    numpy, calls, distinct = out.stdout.split()
+    assert numpy == "False", out.stdout + out.stderr
+    assert int(calls) == int(distinct) > 0, out.stdout  # each distribution looked up once
+    from mbuild.manifest import load_manifest
+    from mbuild.sources.build import used_datasets
+    from mbuild.tasks import used_datasets as used_by_tasks
+
+    m = load_manifest(digits_cpu_project / "manifests" / "digits.yaml", check_targets=False)
+    assert used_by_tasks(m) == used_datasets(m) == ["validation", "calibration"]
