@@ -146,7 +146,7 @@ if __name__ == "__main__":
 
 
 # -- the doit side -------------------------------------------------------------------------------------------
-HEARTBEAT_S = 20.0  # a step running longer than this says every HEARTBEAT_S what it is doing
+HEARTBEAT_S = 20.0  # a step running longer than this says every HEARTBEAT_S what it is doing (MBUILD_HEARTBEAT_S)
 _OWN_LINE = ("source:", "convert:", "variant:", "check:", "bundle:", "warning: ", "error: ")
 
 
@@ -175,8 +175,9 @@ def run_task_step(name: str, step: str, manifest: str, target: str | None, famil
         doing = _last_line(log) if warm else f"starting the {family} worker (importing its SDKs, once per build)"
         print(f"   ... {name} still running ({seconds:.0f} s): {doing}", flush=True)
 
+    every = float(os.environ.get("MBUILD_HEARTBEAT_S", HEARTBEAT_S))
     outcome = pool.run_step(family, argv, cwd=root, log=str(log), env={STEP_LOG_ENV: os.path.relpath(log, root)},
-                            heartbeat=heartbeat, every=HEARTBEAT_S)
+                            heartbeat=heartbeat, every=every)
     lines = _own_lines(log)
     for line in lines:
         print(line, file=sys.stderr if line.startswith(("warning: ", "error: ")) else sys.stdout, flush=True)

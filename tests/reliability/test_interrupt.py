@@ -6,6 +6,7 @@ user (Ctrl-C goes to the whole foreground process group) or the kernel (SIGKILL)
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,10 +20,10 @@ from tests.reliability._stable import code_digest, require_same_code
 BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
 
 
-def _start(project: Path) -> tuple[subprocess.Popen, list[str]]:
+def _start(project: Path, env: dict | None = None) -> tuple[subprocess.Popen, list[str]]:
     proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     return proc, lines
@@ -96,7 +97,7 @@ def test_ctrl_c_stops_with_one_line_and_the_rerun_gives_the_same_bundle(digits_c
 
 def test_a_killed_worker_fails_only_its_task_and_the_rerun_succeeds(tmp_path):
     project = make_project(tmp_path / "killed-worker", {"digits.yaml": DIGITS_CPU})
-    proc, lines = _start(project)
+    proc, lines = _start(project, {"MBUILD_HEARTBEAT_S": "1"})  # a long step's heartbeat, sooner than 20 s
     try:
         _wait_for(_staging(project, "cpu-int8"), proc, lines)
         workers = _workers(proc.pid, "onnxruntime")
@@ -112,6 +113,10 @@ def test_a_killed_worker_fails_only_its_task_and_the_rerun_succeeds(tmp_path):
                     "of memory); the next task starts a new one; run doit again "
                     "(log: .mbuild/logs/variant-digits-cnn-cpu-int8.log)"], out
     assert "Traceback" not in out
+    beats = [line for line in out.splitlines() if line.startswith("   ... source:digits-cnn still running (")]
+    assert beats and any(line.endswith("exporting the canonical ONNX") or "importing its SDKs" in line
+                         for line in beats), out
+    assert re.search(r"^\[1/8\] source:digits-cnn  \d+\.\d s", out, re.M), out  # counter and wall time
     ran = executed_tasks(out)
     assert "check:digits-cnn/cpu-fp32" in ran, out  # a new worker took the next onnxruntime task
     assert "  failed   variant:digits-cnn/cpu-int8" in out and "summary: 5 built, 0 up to date, 1 failed, 2 omitted" in out
