@@ -234,4 +234,4 @@ def _last_line(log: Path) -> str:
     except OSError:
         return "no output yet"
     tail = [t.strip() for t in tail if t.strip()]
-    return (tail[-1][:120] if tail else "no output yet")
+    return tail[-1].removeprefix("phase: ")[:120] if tail else "working (no output yet)"
