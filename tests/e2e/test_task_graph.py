@@ -101,3 +101,13 @@ def test_loading_dodo_imports_no_numpy_and_reads_each_version_once(digits_cpu_pr
 
     m = load_manifest(digits_cpu_project / "manifests" / "digits.yaml", check_targets=False)
     assert used_by_tasks(m) == used_datasets(m) == ["validation", "calibration"]
+
+
+def test_cached_distribution_versions_agree_with_importlib_metadata():
+    import importlib.metadata
+
+    from mbuild._io import dist_version
+
+    names = sorted({d.metadata["Name"] for d in importlib.metadata.distributions() if d.metadata["Name"]})
+    assert len(names) > 50
+    assert {n: dist_version(n) for n in names} == {n: importlib.metadata.version(n) for n in names}
