@@ -13,12 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import build as build_bench  # noqa: E402
 import overhead as overhead_bench  # noqa: E402
 import peer_olive as olive_bench  # noqa: E402
 import variants as variants_bench  # noqa: E402
 from _common import PROJECT, ROOT, doit, machine  # noqa: E402
-
-import build as build_bench  # noqa: E402
 
 
 def _our_build_times(project: Path) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -129,13 +130,50 @@ def tree_size(path: Path) -> int:
 
 
 def dist_version(dist: str, missing: str = "not installed") -> str:
-    """Installed version of a distribution (cheap: reads metadata, imports nothing)."""
+    """Installed version of a distribution (reads metadata, imports nothing; looked up once per process)."""
+    found = _installed_version(dist)
+    return missing if found is None else found
+
+
+@functools.cache
+def _installed_version(dist: str) -> str | None:
+    found = _dist_info_versions().get(_normalized(dist))
+    if found is not None:
+        return found
     import importlib.metadata
 
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
-        return missing
+        return None
+
+
+def _normalized(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+@functools.cache
+def _dist_info_versions() -> dict[str, str]:
+    """Versions from the ``<name>-<version>.dist-info`` folder names on sys.path, first entry wins.
+
+    One directory listing per path entry instead of a metadata search per distribution (the
+    no-op build asks for about a dozen); anything not found this way goes to importlib.metadata.
+    """
+    import sys
+
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".dist-info") and "-" in name:
+                dist, _, version = name[: -len(".dist-info")].rpartition("-")
+                found.setdefault(_normalized(dist), version)
+    return found
 
 
 def dist_versions(dists) -> dict[str, str]:

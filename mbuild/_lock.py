@@ -154,7 +154,6 @@ def lock_for_doit(root: Path, argv: list[str]) -> None:
     remove_staging(Path(root))  # what a killed build was writing; nobody else writes there while we hold the lock
     _enough_space(Path(root))
     begin_build_snapshot()  # the graph is made from the manifests read now; actions refuse changed ones
-    _one_line_on_ctrl_c()
 
 
 MIN_FREE_MB = 256  # below this a build would die in doit's state database with a traceback (ENOSPC)
@@ -174,23 +173,3 @@ def _enough_space(root: Path) -> None:
               "and .mbuild/); free some space and run the build again", file=sys.stderr)
         raise SystemExit(1)
 
-
-def _one_line_on_ctrl_c() -> None:
-    """Ctrl-C ends the build with one line (doit would print a KeyboardInterrupt traceback per process).
-
-    Stopping here is as safe as a kill: outputs are written atomically and doit records nothing of an
-    unfinished run, so the next build redoes what was cut short.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    owner = os.getpid()
-
-    def stop(signum, frame):
-        if os.getpid() == owner:
-            print("interrupted: the build stopped; run it again to finish it", file=sys.stderr, flush=True)
-        os._exit(130)
-
-    signal.signal(signal.SIGINT, stop)

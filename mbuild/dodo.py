@@ -5,6 +5,7 @@ users' own projects share this one definition.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,16 +17,24 @@ def define_tasks(namespace: dict, root: Path) -> None:
     from doit import get_var
 
     from mbuild._lock import lock_for_doit
+    from mbuild.progress import install_interrupt_hook
     from mbuild.tasks import load_project
+    from mbuild.workers.pool import BUILD_PID_ENV
 
     root = Path(root).resolve()
     (root / ".mbuild").mkdir(exist_ok=True)
     lock_for_doit(root, sys.argv[1:])  # one build at a time; `doit list` needs no lock
+    install_interrupt_hook()
+    os.environ[BUILD_PID_ENV] = str(os.getpid())  # the build's warm workers end with this process
     project = load_project(root, get_var("manifests", None))
 
     def task_source():
         """Reference outputs, data sets and canonical ONNX of each manifest's model."""
         yield from project.tasks("source")
+
+    def task_convert():
+        """One base conversion per model and conversion path, shared by that runtime's variants."""
+        yield from project.tasks("convert")
 
     def task_variant():
         """One converted, optimized artifact per target."""
@@ -48,6 +57,7 @@ def define_tasks(namespace: dict, root: Path) -> None:
         yield {"basename": "manifest", "name": None, "actions": None, "doc": "manifests that failed to load"}
         yield from project.error_tasks()
 
-    namespace.update({"DOIT_CONFIG": DOIT_CONFIG, "task_source": task_source, "task_variant": task_variant,
+    namespace.update({"DOIT_CONFIG": DOIT_CONFIG, "task_source": task_source, "task_convert": task_convert,
+                      "task_variant": task_variant,
                       "task_check": task_check, "task_bundle": task_bundle, "task_release": task_release,
                       "task_manifest": task_manifest})

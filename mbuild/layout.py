@@ -25,6 +25,13 @@ class BuildLayout:
     def source_json(self) -> Path:
         return self.source_dir / "source.json"
 
+    def convert_dir(self, path: str) -> Path:
+        """A shared base conversion (``convert:<name>/<path>``), e.g. build/<name>/convert/coreml-iOS16-fp16."""
+        return self.build_dir / "convert" / path
+
+    def convert_json(self, path: str) -> Path:
+        return self.convert_dir(path) / "convert.json"
+
     def target_dir(self, target: str) -> Path:
         return self.build_dir / "targets" / target
 

@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 
 def run_source(manifest: Manifest) -> dict:
     from mbuild.sources.build import build_source
+    from mbuild.workers import phase
 
     lay = layout_for(manifest)
     lay.source_json.unlink(missing_ok=True)
+    phase("loading the model, writing the data sets, running the reference, exporting the canonical ONNX")
     report = build_source(manifest, lay.source_dir)
     acc = report.get("reference_accuracy")
     print(f"source:{manifest.name}: {report['analysis']['params']:,} params, "
@@ -41,9 +43,78 @@ def make_context(manifest: Manifest, target_name: str, out_dir: Path, recipe_nam
     runtime = get_runtime(target.runtime)
     recipe = manifest.recipes[recipe_name or target.recipe]
     lay = layout_for(manifest)
+    conversion = runtime.conversion(manifest, target, recipe)
     return BuildContext(manifest=manifest, target=target, recipe=recipe, source_dir=lay.source_dir, out_dir=out_dir,
                         options=runtime.parse_options(target), build_id=_source_digest(manifest),
-                        exclude_extra=exclude_extra)
+                        exclude_extra=exclude_extra, base_dir=lay.convert_dir(conversion.path) if conversion else None)
+
+
+def conversions(manifest: Manifest) -> dict[str, tuple]:
+    """Every shared base conversion of a manifest: path -> (runtime, Conversion, first target, recipe using it)."""
+    found: dict[str, tuple] = {}
+    for name, target in manifest.targets.items():
+        runtime = get_runtime(target.runtime)
+        recipes = (target.candidates or tuple(manifest.recipes)) if target.recipe == "auto" else (target.recipe,)
+        for recipe_name in recipes:
+            from mbuild.recipes import recipe_features
+
+            if recipe_features(manifest.recipes[recipe_name]) - runtime.features:
+                continue  # recipe: auto refuses it without converting
+            conv = runtime.conversion(manifest, target, manifest.recipes[recipe_name])
+            if conv is not None and conv.path not in found:
+                found[conv.path] = (runtime, conv, name, recipe_name)
+    return found
+
+
+def conversion_users(manifest: Manifest, path: str) -> list[str]:
+    """The targets whose variants read base conversion ``path``."""
+    users = []
+    for name, target in manifest.targets.items():
+        runtime = get_runtime(target.runtime)
+        recipes = (target.candidates or tuple(manifest.recipes)) if target.recipe == "auto" else (target.recipe,)
+        if any((c := runtime.conversion(manifest, target, manifest.recipes[r])) is not None and c.path == path
+               for r in recipes):
+            users.append(name)
+    return users
+
+
+def record_failed_conversion(manifest: Manifest, path: str, reason: str) -> None:
+    """A base conversion only optional targets use failed: record why, so their variants say it and the bundle goes on."""
+    from mbuild.targets.base import BASE_RECORD
+
+    final = layout_for(manifest).convert_dir(path)
+    if final.exists():
+        shutil.rmtree(final)
+    write_json_atomic(final / BASE_RECORD, {"status": NOT_BUILT, "reason": reason})
+    print(f"warning: convert:{manifest.name}/{path} did not succeed (only targets with required: false use it: "
+          f"{', '.join(conversion_users(manifest, path))}): {reason}")
+
+
+def run_convert(manifest: Manifest, path: str) -> dict:
+    """Build one shared base conversion into a fresh folder; move it into place only when it succeeded."""
+    from mbuild.targets.base import BASE_RECORD
+
+    runtime, _conv, target_name, recipe_name = conversions(manifest)[path]
+    final = layout_for(manifest).convert_dir(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert.", dir=final.parent))
+    try:
+        ctx = make_context(manifest, target_name, staging, recipe_name=recipe_name)
+        facts = runtime.convert_base(ctx, staging)
+        shutil.rmtree(staging / "work", ignore_errors=True)
+        write_json_atomic(staging / BASE_RECORD, facts)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"convert:{manifest.name}/{path}: {_describe_base(facts)}")
+    return facts
+
+
+def _describe_base(facts: dict) -> str:
+    converter = (facts.get("converted") or {}).get("converter") or facts.get("frontend") or "onnx preparation"
+    return f"{facts['artifact']} ({converter})"
 
 
 def _source_digest(manifest: Manifest) -> str:
@@ -61,13 +132,14 @@ def run_variant(manifest: Manifest, target_name: str) -> dict:
     A target with ``required: false`` that cannot be built records why instead (see
     :func:`record_optional_failure`).
     """
-    from mbuild.recipes.search import build_searched_variant
+    from mbuild.recipes.search import SearchSteps, build_searched_variant
 
     target = manifest.targets[target_name]
     lay = layout_for(manifest)
     final = lay.variant_dir(target_name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = build_searched_variant(manifest, target_name, final.parent)
+    steps = SearchSteps(build=build_in_staging, context=make_context, check=check_variant)
+    staging = build_searched_variant(steps, manifest, target_name, final.parent)
     try:
         record = read_json(staging / "variant.json")
         if final.exists():

@@ -1,7 +1,7 @@
-"""Manifests -> doit task dicts: ``source:``, ``variant:``, ``check:``, ``bundle:``.
+"""Manifests -> doit task dicts: ``source:``, ``convert:``, ``variant:``, ``check:``, ``bundle:``.
 
-Loading this module (and so ``dodo.py``) imports no heavy framework: actions run
-``python -m mbuild.actions`` in a subprocess. Each task depends on the digest of the
+Loading this module (and so ``dodo.py``) imports no heavy framework: every action is
+:func:`mbuild.actions.run_task_step`, which runs the step in a warm worker's child. Each task depends on the digest of the
 part of the manifest it uses (doit's ``config_changed``), its input files and the
 versions of the converters it calls - never on the whole manifest file.
 """
@@ -19,15 +19,18 @@ from mbuild.errors import ManifestError, MbuildError
 from mbuild.layout import layout_for
 from mbuild.manifest import load_manifest
 from mbuild.manifest.model import Manifest
+from mbuild.progress import BuildReporter
+from mbuild.workers.families import family_of
 
 DOIT_CONFIG = {
     "dep_file": ".mbuild/doit.sqlite",
     "backend": "sqlite3",
     "continue": True,
     "verbosity": 2,
+    "reporter": BuildReporter,
     "action_string_formatting": "new",
     # release: needs a decision (and maybe a key), so a plain `doit` never runs it; name it: `doit release`
-    "default_tasks": ["source", "variant", "check", "bundle", "manifest"],
+    "default_tasks": ["source", "convert", "variant", "check", "bundle", "manifest"],
 }
 
 
@@ -63,14 +66,30 @@ def _config(obj) -> "object":
     return config_changed(digest({"config": obj, "code": _code_digest()}))
 
 
-def _cmd(step: str, manifest: Manifest, target: str | None = None) -> list:
-    argv = [sys.executable, "-m", "mbuild.actions", step, str(manifest.path)]
-    return argv + ([target] if target else [])
+def _cmd(step: str, manifest: Manifest, target: str | None = None, runtime: str | None = None) -> tuple:
+    """The task's python-action: the step, run in a child of its family's warm worker."""
+    from mbuild.actions import run_task_step
+
+    name = f"{step}:{manifest.name}" + (f"/{target}" if target else "")
+    family = family_of(step, runtime, manifest.source.kind)
+    return (run_task_step, [name, step, str(manifest.path), target, family, str(manifest.root)])
+
+
+def used_datasets(m: Manifest) -> list[str]:
+    """The data sets the source step writes: validation and every calibration set a recipe names.
+
+    The same rule as ``mbuild.sources.build.used_datasets``, kept here because that module imports
+    numpy, which loading dodo.py must not (tests/e2e/test_task_graph.py checks both agree).
+    """
+    names = ["validation"]
+    for recipe in m.recipes.values():
+        q = recipe.quantize
+        if q and q.calibration and q.calibration not in names:
+            names.append(q.calibration)
+    return names
 
 
 def source_task(m: Manifest) -> dict:
-    from mbuild.sources.build import used_datasets
-
     lay = layout_for(m)
     sets = used_datasets(m)
     deps = {"source": m.part("source", "inputs", "outputs"), "data": {s: m.raw.get("data", {}).get(s) for s in sets},
@@ -118,6 +137,39 @@ def _searches_exclusions(m: Manifest, target) -> bool:
     return any((q := m.recipes[n].quantize) is not None and q.exclude == "auto" for n in _recipe_names(m, target))
 
 
+def convert_task(m: Manifest, path: str, runtime, conversion) -> dict:
+    """The base conversion its runtime's variants share: it depends on its own settings, never on a recipe's."""
+    lay = layout_for(m)
+    deps = {"conversion": conversion.config, "source": m.part("source", "inputs", "outputs"), "mbuild": __version__,
+            "versions": runtime.versions()}
+    return {
+        "name": f"{m.name}/{path}",
+        "doc": f"{runtime.name} base conversion {path}, shared by its variants",
+        "actions": [_cmd("convert", m, path, runtime.name)],
+        "file_dep": _rel(m, [lay.source_json, lay.source_dir / "model.onnx", lay.source_dir / "reference.npz"]),
+        "targets": _rel(m, [lay.convert_json(path)]),
+        "uptodate": [_config(deps)],
+        "clean": True,
+    }
+
+
+def conversions_of(m: Manifest, target) -> list[str]:
+    """The base conversions a target's variant reads (one per candidate recipe for recipe: auto)."""
+    from mbuild.recipes import recipe_features
+    from mbuild.targets import get_runtime
+
+    runtime = get_runtime(target.runtime)
+    paths = []
+    for recipe_name in _recipe_names(m, target):
+        recipe = m.recipes[recipe_name]
+        if recipe_features(recipe) - runtime.features:
+            continue
+        conv = runtime.conversion(m, target, recipe)
+        if conv is not None and conv.path not in paths:
+            paths.append(conv.path)
+    return paths
+
+
 def variant_task(m: Manifest, name: str) -> dict:
     from mbuild.targets import get_runtime
 
@@ -125,7 +177,7 @@ def variant_task(m: Manifest, name: str) -> dict:
     target = m.targets[name]
     runtime = get_runtime(target.runtime)
     deps = {"target": m.raw["targets"][name], "recipes": _recipe_part(m, target),
-            "io": m.part("name", "version", "inputs", "outputs", "description", "author"),
+            "io": m.part("name", "inputs", "outputs"),  # release metadata (version, description...) is the bundle's
             "mbuild": __version__, "versions": runtime.versions()}
     if target.recipe == "auto" or _searches_exclusions(m, target):
         from mbuild.recipes import tolerance_inputs
@@ -134,8 +186,9 @@ def variant_task(m: Manifest, name: str) -> dict:
     return {
         "name": f"{m.name}/{name}",
         "doc": f"{target.runtime} variant for target {name}",
-        "actions": [_cmd("variant", m, name)],
-        "file_dep": _rel(m, [lay.source_json, lay.source_dir / "model.onnx"]),
+        "actions": [_cmd("variant", m, name, target.runtime)],
+        "file_dep": _rel(m, [lay.source_json, lay.source_dir / "model.onnx"]
+                         + [lay.convert_json(p) for p in conversions_of(m, target)]),
         "targets": _rel(m, [lay.variant_json(name)]),
         "uptodate": [_config(deps), _artifacts_intact(m, name), IntactOutputs(*_rel(m, [lay.variant_dir(name)]))],
         "clean": [clean_paths(*_rel(m, [lay.variant_dir(name)]))],
@@ -162,7 +215,7 @@ def check_task(m: Manifest, name: str) -> dict:
     return {
         "name": f"{m.name}/{name}",
         "doc": f"validate target {name} against the reference",
-        "actions": [_cmd("check", m, name)],
+        "actions": [_cmd("check", m, name, target.runtime)],
         "file_dep": _rel(m, [lay.variant_json(name), lay.source_dir / "reference.npz"]),
         "targets": _rel(m, [lay.report_json(name)]),
         "uptodate": [_config(deps), IntactOutputs(*_rel(m, [lay.report_json(name)]))],
@@ -216,6 +269,11 @@ class Project:
         for m in self.manifests:
             if kind == "source":
                 yield source_task(m)
+            elif kind == "convert":
+                from mbuild.steps import conversions
+
+                for path, (runtime, conversion, _, _) in conversions(m).items():
+                    yield convert_task(m, path, runtime, conversion)
             elif kind == "bundle":
                 yield bundle_task(m)
             elif kind == "release":

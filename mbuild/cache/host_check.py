@@ -40,9 +40,12 @@ def _check_one(manifest, target: str) -> int:
     from mbuild.layout import layout_for
     from mbuild.steps import run_check
     from mbuild.targets import get_runtime
+    from mbuild.tasks import conversions_of
 
-    for step in ("source", "variant"):
-        _ensure_outputs(manifest, step, target)
+    _ensure_outputs(manifest, "source", None)
+    for path in conversions_of(manifest, manifest.targets[target]):  # the variant task's inputs: restore them first
+        _ensure_outputs(manifest, "convert", path)
+    _ensure_outputs(manifest, "variant", target)
     try:
         run_check(manifest, target)
     except ToleranceError as e:
@@ -66,27 +69,24 @@ def _check_one(manifest, target: str) -> int:
     return 0 if status == "passed" else 1
 
 
-def _ensure_outputs(manifest, step: str, target: str) -> None:
-    """The step's outputs as built elsewhere: already here (a CI artifact), or restored from the cache."""
-    from mbuild.cache.hook import _open, restore_entry
-    from mbuild.cache.keys import output_files, task_key, task_name
+def _ensure_outputs(manifest, step: str, unit: str | None) -> None:
+    """The step's outputs as built elsewhere: already here (a CI artifact), or restored from the cache.
 
-    if output_files(manifest, step, target if step != "source" else None):
+    ``unit`` is the target of a variant, the conversion path of a convert step, None for the source.
+    """
+    from mbuild.cache.hook import _open, restore_entry
+    from mbuild.cache.keys import output_dir, output_files, task_key, task_name
+
+    if output_files(manifest, step, unit):
         return
-    name = task_name(manifest, step, target if step != "source" else None)
+    name = task_name(manifest, step, unit)
     store = _open(manifest)
-    key = task_key(manifest, step, target if step != "source" else None)
+    key = task_key(manifest, step, unit)
     entry = store.get_entry(key) if store is not None and key else None
     if entry is None:
         where = "no cache is configured" if store is None else f"not in the cache{' (key ' + key[:12] + ')' if key else ''}"
-        raise BuildError(f"{name} is neither built here ({os.path.relpath(_folder(manifest, step, target))}) and "
+        raise BuildError(f"{name} is neither built here ({os.path.relpath(output_dir(manifest, step, unit))}) and "
                          f"{where}; run the build jobs first, download their build/ folder, or pass --build-platform "
                          "of the builders")
-    restore_entry(store, manifest, step, target if step != "source" else None, entry)
+    restore_entry(store, manifest, step, unit, entry)
     print(f"{name}: restored from the cache (key {key[:12]})")
-
-
-def _folder(manifest, step, target):
-    from mbuild.cache.keys import output_dir
-
-    return output_dir(manifest, step, target if step != "source" else None)

@@ -14,7 +14,7 @@ from pathlib import Path
 from mbuild._io import digest, sha256_file
 from mbuild.layout import layout_for
 
-CACHED_STEPS = ("source", "variant", "check")
+CACHED_STEPS = ("source", "convert", "variant", "check")
 KEY_FORMAT = 1
 # Files of a target folder that are never a check result: logs and validation records of other hosts.
 LOCAL_ONLY = ("-error.log", "host-validation.json")
@@ -31,6 +31,11 @@ def task_dict(manifest, step: str, target: str | None) -> dict:
 
     if step == "source":
         return tasks.source_task(manifest)
+    if step == "convert":  # target is the conversion's path (convert:<model>/<path>)
+        from mbuild.steps import conversions
+
+        runtime, conversion, _, _ = conversions(manifest)[target]
+        return tasks.convert_task(manifest, target, runtime, conversion)
     if step == "variant":
         return tasks.variant_task(manifest, target)
     return tasks.check_task(manifest, target)
@@ -58,6 +63,8 @@ def output_dir(manifest, step: str, target: str | None) -> Path:
     lay = layout_for(manifest)
     if step == "source":
         return lay.source_dir
+    if step == "convert":
+        return lay.convert_dir(target)
     if step == "variant":
         return lay.variant_dir(target)
     return lay.target_dir(target)

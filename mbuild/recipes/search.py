@@ -4,11 +4,15 @@
 error attribution ranks them), until the tolerance holds or ``exclude_max`` is reached.
 ``recipe: auto`` builds every candidate recipe and keeps the smallest variant that passes.
 Every attempt is recorded in variant.json under ``search`` so the report shows the whole search.
+The step layer that calls the search hands it the three step functions it needs (:class:`SearchSteps`),
+so the search never imports the steps back.
 """
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,11 +32,18 @@ SIZE_SLACK = 0.10
 SPEEDUP = 1.5
 
 
-def _evaluate(manifest: "Manifest", target_name: str, staging: Path, record: dict) -> dict:
-    from mbuild.steps import check_variant, make_context
+@dataclass(frozen=True)
+class SearchSteps:
+    """The step functions a search calls (mbuild.steps passes its own): build, context, check."""
 
-    ctx = make_context(manifest, target_name, staging, recipe_name=record["recipe"])
-    report = check_variant(ctx, record, measure=False)
+    build: Callable  # (manifest, target, parent, recipe_name, exclude_extra=()) -> (staging, record)
+    context: Callable  # (manifest, target, out_dir, recipe_name=...) -> BuildContext
+    check: Callable  # (ctx, record, measure=...) -> report
+
+
+def _evaluate(steps: SearchSteps, manifest: "Manifest", target_name: str, staging: Path, record: dict) -> dict:
+    ctx = steps.context(manifest, target_name, staging, recipe_name=record["recipe"])
+    report = steps.check(ctx, record, measure=False)
     validation = report["validation"]
     validation["host_median_ms"] = (report.get("latency") or {}).get("median_ms")
     return validation
@@ -53,11 +64,11 @@ def _summary(record: dict, validation: dict) -> dict:
             "shortfall": round(shortfall(failures), 6), "flags": record.get("flags", [])}
 
 
-def build_searched_variant(manifest: "Manifest", target_name: str, parent: Path) -> Path:
+def build_searched_variant(steps: SearchSteps, manifest: "Manifest", target_name: str, parent: Path) -> Path:
     """The staging folder of the variant to keep, with its search recorded in variant.json."""
     target = manifest.targets[target_name]
     if target.recipe != "auto":
-        staging, record, search = _build_recipe(manifest, target_name, parent, target.recipe)
+        staging, record, search = _build_recipe(steps, manifest, target_name, parent, target.recipe)
         if search:
             record["search"] = {"kind": "exclude: auto", "attempts": search}
             write_json_atomic(staging / "variant.json", record)
@@ -73,11 +84,11 @@ def build_searched_variant(manifest: "Manifest", target_name: str, parent: Path)
             continue
         print(f"variant:{manifest.name}/{target_name}: recipe auto: trying {name!r}", flush=True)
         try:
-            staging, record, sub = _build_recipe(manifest, target_name, parent, name)
+            staging, record, sub = _build_recipe(steps, manifest, target_name, parent, name)
         except BuildError as e:
             attempts.append({"recipe": name, "status": "error", "reason": str(e)})
             continue
-        validation = _evaluate(manifest, target_name, staging, record)
+        validation = _evaluate(steps, manifest, target_name, staging, record)
         entry = _summary(record, validation)
         if sub:
             entry["exclude_search"] = sub
@@ -120,24 +131,22 @@ MIN_DAMAGE_DB = 0.5
 MIN_IMPROVEMENT = 0.01  # relative drop of the summed shortfall (see mbuild.validate.gates.shortfall)
 
 
-def _build_recipe(manifest: "Manifest", target_name: str, parent: Path, recipe_name: str):
+def _build_recipe(steps: SearchSteps, manifest: "Manifest", target_name: str, parent: Path, recipe_name: str):
     """Build one recipe; with ``exclude: auto`` keep layers in float, one at a time, while that helps the task.
 
     The runtime's error attribution ranks layers; a candidate is kept only if the rebuilt variant is
     measurably closer to its tolerance (task metrics included), otherwise it is dropped again and the
     next one is tried. Attribution that fails falls back to a simpler ranking, said so in the record.
     """
-    from mbuild.steps import build_in_staging, make_context
-
     recipe = manifest.recipes[recipe_name]
     q = recipe.quantize
-    staging, record = build_in_staging(manifest, target_name, parent, recipe_name)
+    staging, record = steps.build(manifest, target_name, parent, recipe_name)
     if not (q and q.exclude == "auto"):
         return staging, record, []
     runtime = get_runtime(manifest.targets[target_name].runtime)
     excluded: list[str] = []
     attempts = []
-    validation = _evaluate(manifest, target_name, staging, record)
+    validation = _evaluate(steps, manifest, target_name, staging, record)
     attempts.append(_summary(record, validation))
     tried: set[str] = set()
     ranking = None
@@ -145,7 +154,7 @@ def _build_recipe(manifest: "Manifest", target_name: str, parent: Path, recipe_n
     trials = 0
     while validation["status"] != "passed" and len(excluded) < q.exclude_max and trials < 3 * q.exclude_max:
         if ranking is None:
-            ctx = make_context(manifest, target_name, staging, recipe_name=recipe_name)
+            ctx = steps.context(manifest, target_name, staging, recipe_name=recipe_name)
             ranking = _ranking(runtime, ctx, staging / record["artifact"], attempts)
         candidate = next((layer for layer in ranking if layer["node"] not in tried
                           and not set(layer["exclude"]) <= set(excluded)), None)
@@ -158,10 +167,10 @@ def _build_recipe(manifest: "Manifest", target_name: str, parent: Path, recipe_n
         cost = f"{candidate['damage_db']:.1f} dB downstream" if candidate.get("damage_db") is not None else "unranked"
         print(f"variant:{manifest.name}/{target_name}: exclude auto: trying {candidate['module']!r} "
               f"({candidate['op']}) in float ({cost})", flush=True)
-        new_staging, new_record = build_in_staging(manifest, target_name, parent, recipe_name, tuple(trial))
+        new_staging, new_record = steps.build(manifest, target_name, parent, recipe_name, tuple(trial))
         new_record["quantization"]["excluded_modules"] = sorted(
             {*record["quantization"].get("excluded_modules", []), candidate["module"]})
-        new_validation = _evaluate(manifest, target_name, new_staging, new_record)
+        new_validation = _evaluate(steps, manifest, target_name, new_staging, new_record)
         entry = _summary(new_record, new_validation)
         entry["tried"] = candidate["module"]
         before, after = current, entry["shortfall"]

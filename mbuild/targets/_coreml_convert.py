@@ -11,8 +11,6 @@ import logging
 import warnings
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mbuild.errors import BuildError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,8 +24,9 @@ IOS_TARGETS = {15: "iOS15", 16: "iOS16", 17: "iOS17", 18: "iOS18", 26: "iOS26"}
 MACOS_TARGETS = {12: "macOS12", 13: "macOS13", 14: "macOS14", 15: "macOS15", 26: "macOS26"}
 SPEC_VERSIONS = {"iOS15": 6, "iOS16": 7, "iOS17": 8, "iOS18": 9, "iOS26": 10,
                  "macOS12": 6, "macOS13": 7, "macOS14": 8, "macOS15": 9, "macOS26": 10}
-_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int32": np.int32, "int64": np.int32,
-              "int8": np.int32, "uint8": np.int32, "bool": np.bool_}
+# declared input dtype -> the dtype Core ML is given (it has no int64/int8/uint8 tensor inputs)
+_INPUT_DTYPES = {"float32": "float32", "float16": "float16", "int32": "int32", "int64": "int32",
+                 "int8": "int32", "uint8": "int32", "bool": "bool_"}
 _COLOR = {"RGB": "RGB", "BGR": "BGR", "GRAYSCALE": "GRAYSCALE"}
 
 
@@ -93,6 +92,7 @@ def to_mlmodel(model, manifest: Manifest, *, target: str, precision: str, units:
 
 def example_inputs(manifest: Manifest):
     """Contiguous example tensors (mid-range values); for enumerated shapes the largest size per axis."""
+    import numpy as np
     import torch
 
     out = []
@@ -140,6 +140,7 @@ def _safe(name: str) -> str:
 
 def _convert(source, manifest: Manifest, target: str, precision: str, units: str):
     import coremltools as ct
+    import numpy as np
 
     inputs = [input_type(spec, target) for spec in manifest.inputs.values()]
     outputs = [ct.TensorType(name=name, dtype=np.float32) for name in manifest.outputs]
@@ -164,7 +165,9 @@ def input_type(spec: InputSpec, target: str):
             bias = [float(bias)] * 3
         return ct.ImageType(name=spec.name, shape=shape, scale=float(spec.image.get("scale", 1.0)), bias=bias,
                             color_layout=getattr(ct.colorlayout, _COLOR[color]))
-    dtype = _NP_DTYPES.get(spec.dtype, np.float32)
+    import numpy as np
+
+    dtype = getattr(np, _INPUT_DTYPES.get(spec.dtype, "float32"))
     if dtype == np.float16 and SPEC_VERSIONS[target] < 7:
         dtype = np.float32  # fp16 I/O needs iOS 16
     return ct.TensorType(name=spec.name, shape=shape, dtype=dtype)

@@ -133,7 +133,7 @@ def _write_sample_images(ctx, folder: Path) -> str | None:
     specs = list(ctx.manifest.inputs.values())
     if not all(len(s.shape) == 4 and 3 in (s.shape[1], s.shape[-1]) for s in specs):
         return None
-    data = ctx.calibration_inputs() if ctx.recipe.quantize else ctx.validation_inputs()
+    data = ctx.validation_inputs()  # onnx2tf only needs the file to exist for a float conversion
     x = np.asarray(data[specs[0].name], dtype=np.float32)
     x = x.reshape(-1, *specs[0].shape[1:])[:20]
     if specs[0].shape[1] == 3 and specs[0].shape[-1] != 3:

@@ -43,6 +43,29 @@ class BuildContext:
     options: Any = None  # the runtime's parsed target config (its ``config_class``)
     build_id: str = ""
     exclude_extra: tuple[str, ...] = ()  # node names kept in float by 'exclude: auto'
+    base_dir: Path | None = None  # the shared base conversion's folder (its ``convert:`` task), if built
+
+    def base_conversion(self, runtime: "Runtime") -> Path:
+        """The folder of this variant's base conversion: the ``convert:`` task's output, or built here.
+
+        Called directly (tests, tools) without a ``convert:`` task, the runtime converts into the
+        variant's work folder, so ``convert`` works either way and gives the same artifact.
+        """
+        if self.base_dir is not None and (self.base_dir / BASE_RECORD).exists():
+            from mbuild._io import read_json
+            from mbuild.errors import BuildError
+
+            record = read_json(self.base_dir / BASE_RECORD)
+            if record.get("status") == "not built":  # failed, and recorded because only optional targets use it
+                raise BuildError(f"its base conversion {self.base_dir.name} failed: {record['reason']}")
+            return self.base_dir
+        folder = self.work_dir / "base"
+        if not (folder / BASE_RECORD).exists():
+            from mbuild._io import write_json_atomic
+
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(folder / BASE_RECORD, runtime.convert_base(self, folder))
+        return folder
 
     @property
     def canonical_onnx(self) -> Path:
@@ -78,6 +101,17 @@ class BuildContext:
         from mbuild.sources import get_source
 
         return get_source(self.manifest.source.kind).load(self.manifest)
+
+
+BASE_RECORD = "convert.json"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A base conversion several variants share: its id in task names and the settings it depends on."""
+
+    path: str  # e.g. 'coreml-iOS16-fp16', 'tflite-float', 'onnxruntime-opset13'
+    config: dict  # exactly what the conversion reads from the manifest (its task digest)
 
 
 @dataclass
@@ -152,9 +186,17 @@ class Runtime(ABC):
 
         return dist_versions(self.packages)
 
+    def conversion(self, manifest: "Manifest", target: "TargetConfig", recipe: "RecipeConfig") -> Conversion | None:
+        """The base conversion this target and recipe derive from, or None. Must not import an SDK."""
+        return None
+
+    def convert_base(self, ctx: BuildContext, out_dir: Path) -> dict:
+        """Write the base conversion into ``out_dir``; returns its facts (stored as convert.json)."""
+        raise NotImplementedError(f"runtime {self.name!r} has no base conversion")
+
     @abstractmethod
     def convert(self, ctx: BuildContext) -> Variant:
-        """Convert and optimize the source into ``ctx.out_dir``."""
+        """Derive the variant into ``ctx.out_dir`` (from ``ctx.base_conversion(self)`` when it has one)."""
 
     @abstractmethod
     def run(self, ctx: BuildContext, artifact: Path, inputs: dict[str, "np.ndarray"]) -> RunResult:

@@ -11,13 +11,16 @@ import platform as _platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mbuild.errors import BuildError, MissingDependencyError
 from mbuild.targets._coreml_compress import WORKING_RECIPES, os_needed
 from mbuild.targets._coreml_convert import COMPUTE_UNITS, SPEC_VERSIONS, deployment_target
-from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Variant
+from mbuild.targets.base import BuildContext, Conversion, LintResult, RunResult, Runtime, Variant
+from mbuild.workers import phase
+
+if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -103,27 +106,54 @@ class CoreMLRuntime(Runtime):
                 "deployment_target": cfg.target}
 
     # -- convert -------------------------------------------------------------------------------------
-    def convert(self, ctx: BuildContext) -> Variant:
-        """Source -> ML Program -> compression -> reproducible package in ``ctx.out_dir``."""
+    def conversion(self, manifest, target, recipe) -> Conversion:
+        """One ML Program per deployment target and compute precision; compression and units derive from it."""
+        cfg = self.parse_options(target)
+        return Conversion(path=f"coreml-{cfg.target}-{recipe.precision}",
+                          config={"deployment_target": cfg.target, "precision": recipe.precision})
+
+    def convert_base(self, ctx: BuildContext, out_dir: Path) -> dict:
+        """Source -> ML Program at the recipe's compute precision, saved reproducibly without target metadata."""
         _require_coremltools()
-        from mbuild._io import atomic_path, tree_size
+        from mbuild.targets._coreml_convert import to_mlmodel
+        from mbuild.targets._coreml_package import save_package
+
+        cfg: CoreMLConfig = ctx.options or self.parse_options(ctx.target)
+        start = time.perf_counter()
+        model = ctx.load_source_model()
+        phase(f"converting to an ML Program with coremltools ({cfg.target}, {ctx.recipe.precision})")
+        mlmodel, notes, frontend = to_mlmodel(model, ctx.manifest, target=cfg.target, precision=ctx.recipe.precision,
+                                              units=cfg.compute_units, example=self._example(ctx))
+        convert_s = time.perf_counter() - start
+        if frontend != "torch.export":
+            log.warning("%s: %s", ctx.target.name, "; ".join(notes))
+        notes += save_package(mlmodel, out_dir / ARTIFACT, {})
+        return {"artifact": ARTIFACT, "frontend": frontend, "notes": notes, "deployment_target": cfg.target,
+                "precision": ctx.recipe.precision, "convert_seconds": round(convert_s, 3)}
+
+    def convert(self, ctx: BuildContext) -> Variant:
+        """The shared ML Program -> compression -> reproducible package in ``ctx.out_dir``."""
+        _require_coremltools()
+        import coremltools as ct
+
+        from mbuild._io import atomic_path, read_json, tree_size
         from mbuild.recipes.audit import make_audit
         from mbuild.targets._coreml_compress import compress, describe, requested_weights
-        from mbuild.targets._coreml_convert import to_mlmodel
+        from mbuild.targets._coreml_convert import compute_unit
         from mbuild.targets._coreml_mil import compression_ops, load_spec, program_from_spec, weight_tensors
         from mbuild.targets._coreml_package import save_package
 
         cfg: CoreMLConfig = ctx.options or self.parse_options(ctx.target)
         recipe = ctx.recipe
         start = time.perf_counter()
-        model = ctx.load_source_model()
-        mlmodel, notes, frontend = to_mlmodel(model, ctx.manifest, target=cfg.target, precision=recipe.precision,
-                                              units=cfg.compute_units, example=self._example(ctx))
-        convert_s = time.perf_counter() - start
-        if frontend != "torch.export":
-            log.warning("%s: %s", ctx.target.name, "; ".join(notes))
+        base = ctx.base_conversion(self)
+        facts = read_json(base / "convert.json")
+        notes = list(facts["notes"])
+        mlmodel = ct.models.MLModel(str(base / facts["artifact"]), compute_units=compute_unit(cfg.compute_units),
+                                    skip_model_load=True)
         calibration = self._calibration(ctx) if recipe.quantize and recipe.quantize.scheme == "static" else None
         if recipe.quantize or recipe.palettize or recipe.prune:
+            phase(f"compressing with coremltools.optimize.coreml (recipe {recipe.name})")
             mlmodel = compress(mlmodel, recipe, calibration)
         out = ctx.out_dir / ARTIFACT
         with atomic_path(out) as tmp:
@@ -133,10 +163,12 @@ class CoreMLRuntime(Runtime):
         quant = describe(recipe, len(calibration or ()))
         q = recipe.quantize
         audit = make_audit(requested_weights(recipe), weight_tensors(program), allow_partial=bool(q and q.allow_partial))
-        details = {"frontend": frontend, "deployment_target": cfg.target, "specification_version": program.spec_version,
-                   "opset": program.opset, "compute_units": cfg.compute_units, "compute_precision": recipe.precision,
+        details = {"frontend": facts["frontend"], "deployment_target": cfg.target,
+                   "specification_version": program.spec_version, "opset": program.opset,
+                   "compute_units": cfg.compute_units, "compute_precision": recipe.precision,
                    "compression_ops": compression_ops(program), "size_bytes": tree_size(out),
-                   "convert_seconds": round(convert_s, 3), "total_seconds": round(time.perf_counter() - start, 3)}
+                   "convert_seconds": facts["convert_seconds"],
+                   "total_seconds": round(facts["convert_seconds"] + time.perf_counter() - start, 3)}
         return Variant(artifact=ARTIFACT, format="mlpackage", quantization=quant, audit=audit,
                        io=io_contract(spec, ctx.manifest), notes=notes, details=details)
 
@@ -148,11 +180,14 @@ class CoreMLRuntime(Runtime):
             inputs = ctx.validation_inputs()
         except (OSError, KeyError):
             return None
+        import numpy as np
         import torch
 
         return tuple(torch.from_numpy(np.ascontiguousarray(inputs[n][0])).contiguous() for n in ctx.manifest.inputs)
 
     def _calibration(self, ctx: BuildContext) -> list[dict]:
+        import numpy as np
+
         arrays = ctx.calibration_inputs()
         count = len(next(iter(arrays.values())))
         return [{n: np.ascontiguousarray(a[i]) for n, a in arrays.items()} for i in range(count)]
@@ -169,9 +204,9 @@ class CoreMLRuntime(Runtime):
             user["mbuild.version"] = importlib.metadata.version("mbuild")
         except Exception:  # noqa: BLE001 - running from a checkout
             user["mbuild.version"] = "unknown"
-        return {"author": m.author, "version": m.version, "license": m.license,
-                "description": m.description or f"{m.name} {m.version} ({ctx.target.name}, recipe {ctx.recipe.name})",
-                "user_defined": user}
+        # version, author, license and description are release metadata: bundle.json carries them, so that a
+        # release (a version bump, a new description) re-packages the bundle without rebuilding any variant
+        return {"description": f"{m.name} ({ctx.target.name}, recipe {ctx.recipe.name})", "user_defined": user}
 
     # -- run -----------------------------------------------------------------------------------------
     def run(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray]) -> RunResult:
@@ -181,6 +216,7 @@ class CoreMLRuntime(Runtime):
                              skipped_reason=SKIPPED_LINUX.format(system=_platform.system()))
         _require_coremltools()
         import coremltools as ct
+        import numpy as np
 
         from mbuild.targets._coreml_convert import compute_unit
 
@@ -277,6 +313,8 @@ def _describe_feature(desc) -> dict:
 
 def _feed(spec, sample: np.ndarray):
     """A tensor sample, or a PIL image for image inputs (data sets hold what the model sees: pixel*scale+bias)."""
+    import numpy as np
+
     if spec.image is None:
         return np.ascontiguousarray(sample)
     from PIL import Image
@@ -295,14 +333,14 @@ def _os_string(min_os: str) -> str:
 
 def _require_coremltools() -> None:
     """Import coremltools once, without its import-time noise (missing macOS-only bindings, untested versions)."""
-    loggers = [logging.getLogger(n) for n in ("coremltools", "torchao")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+    import sys
+
+    if "coremltools" in sys.modules:
+        return
+    from mbuild.workers.families import lean_coremltools
+
     try:
-        import coremltools  # noqa: F401
+        with lean_coremltools():  # without the TensorFlow / scikit-learn frontends a PyTorch source never uses
+            import coremltools  # noqa: F401
     except ImportError:
         raise MissingDependencyError("coremltools", "coreml", "The coreml runtime") from None
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)

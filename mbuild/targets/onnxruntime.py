@@ -8,15 +8,18 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mbuild.errors import BuildError
-from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Variant
+from mbuild.targets.base import BuildContext, Conversion, LintResult, RunResult, Runtime, Variant
+
+if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +65,34 @@ class OnnxRuntime(Runtime):
         return {"platform": "any", "accelerator": "cpu"}
 
     # -- convert -----------------------------------------------------------------------------------
-    def convert(self, ctx: BuildContext) -> Variant:
+    def conversion(self, manifest, target, recipe) -> Conversion:
+        """One prepared ONNX per minimum opset (QDQ recipes need opset 13); every recipe starts from it."""
+        cfg = self.parse_options(target)
+        min_opset = max(cfg.opset or 0, QDQ_MIN_OPSET if recipe.quantize else 0)
+        return Conversion(path=f"onnxruntime-opset{min_opset}" if min_opset else "onnxruntime-prepared",
+                          config={"min_opset": min_opset})
+
+    def convert_base(self, ctx: BuildContext, out_dir: Path) -> dict:
+        """The canonical ONNX prepared for ONNX Runtime and its quantizers (pinned shapes, folded, opset)."""
         from mbuild.sources.onnx_prepare import prepare_onnx
+
+        conv = self.conversion(ctx.manifest, ctx.target, ctx.recipe)
+        shapes = {n: s.shape for n, s in ctx.manifest.inputs.items()}
+        notes = prepare_onnx(ctx.canonical_onnx, out_dir / "prepared.onnx", shapes, min_opset=conv.config["min_opset"])
+        return {"artifact": "prepared.onnx", "notes": notes}
+
+    def convert(self, ctx: BuildContext) -> Variant:
+        from mbuild._io import read_json
 
         cfg: OnnxRuntimeConfig = ctx.options or OnnxRuntimeConfig()
         recipe = ctx.recipe
         q = recipe.quantize
         work = ctx.work_dir
+        base = ctx.base_conversion(self)
+        facts = read_json(base / "convert.json")
         prepared = work / "prepared.onnx"
-        min_opset = max(cfg.opset or 0, QDQ_MIN_OPSET if q else 0)
-        shapes = {n: s.shape for n, s in ctx.manifest.inputs.items()}
-        notes = prepare_onnx(ctx.canonical_onnx, prepared, shapes, min_opset=min_opset)
+        shutil.copyfile(base / facts["artifact"], prepared)  # the quantizers write beside their input
+        notes = list(facts["notes"])
         out = ctx.out_dir / "model.onnx"
         details: dict = {"graph_preparation": notes}
         if q is None and recipe.precision == "fp16":
@@ -200,7 +220,10 @@ class OnnxRuntime(Runtime):
     def lint(self, ctx: BuildContext, artifact: Path) -> list[LintResult]:
         """ONNX Runtime's mobile usability checker: how much the NNAPI and Core ML EPs could take."""
         import onnx
-        from onnxruntime.tools.mobile_helpers import usability_checker as uc
+
+        from mbuild.workers.families import import_usability_checker
+
+        uc = import_usability_checker()
 
         model = onnx.load(str(artifact))
         results = []
@@ -281,6 +304,8 @@ class OnnxRuntime(Runtime):
             return out
 
         def xmodel(tensor: str) -> float | None:
+            import numpy as np
+
             value = errors.get(tensor, {}).get("xmodel_err")
             return float(value) if value is not None and np.isfinite(value) else None
 
@@ -359,6 +384,8 @@ class _Reader:
     def get_next(self):
         if self.index >= self.count:
             return None
+        import numpy as np
+
         feed = {k: np.ascontiguousarray(v[self.index]) for k, v in self.arrays.items()}
         self.index += 1
         return feed
@@ -430,7 +457,7 @@ def onnx_weight_tensors(path: Path):
     for proto, name, dims, dtype_code in candidates:
         if name in qparams or len(dims) < 2:
             continue  # scales, zero points and biases are not weights
-        elements = int(np.prod(dims))
+        elements = int(math.prod(dims))
         dtype = helper.tensor_dtype_to_np_dtype(dtype_code).name if dtype_code else "unknown"
         nbytes = len(proto.raw_data) if proto.raw_data else numpy_helper.to_array(proto).nbytes
         op, node = consumer(name)
@@ -497,6 +524,33 @@ def _link_tree(src: Path, dst: Path) -> None:
         shutil.copytree(src, dst) if src.is_dir() else shutil.copyfile(src, dst)
 
 
+_PACKAGES_DIR: list = []  # (pid that made it, folder); a worker makes it once, its children share it
+
+
+def ort_packages() -> Path:
+    """The converter's packages, hard-linked once per process into a private folder (removed at exit).
+
+    Linking and removing the ~600 folders took ~2.5 s per conversion; a warm worker makes them
+    once at start-up and every ORT-format conversion forked from it reuses them.
+    """
+    import atexit
+    import tempfile
+
+    import onnxruntime
+
+    if _PACKAGES_DIR and _PACKAGES_DIR[0][1].exists():
+        return _PACKAGES_DIR[0][1]
+    site = Path(onnxruntime.__file__).resolve().parent.parent
+    folder = Path(tempfile.mkdtemp(prefix="mbuild-ort-pkgs-"))
+    for name in _ORT_PACKAGES:
+        if (site / name).exists():
+            _link_tree(site / name, folder / name)
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
+    _PACKAGES_DIR[:] = [(owner, folder)]
+    return folder
+
+
 def convert_to_ort(onnx_path: Path, dst: Path) -> None:
     """Convert to ORT format reproducibly.
 
@@ -511,17 +565,11 @@ def convert_to_ort(onnx_path: Path, dst: Path) -> None:
     import sys
     import tempfile
 
-    import onnxruntime
-
-    site = Path(onnxruntime.__file__).resolve().parent.parent
     tmp = Path(tempfile.mkdtemp(prefix="mbuild-ort-"))
     try:
         (tmp / "in").mkdir()
-        (tmp / "pkgs").mkdir()
+        (tmp / "pkgs").symlink_to(ort_packages())  # the same path strings as a real folder: the same layout
         shutil.copyfile(onnx_path, tmp / "in" / "model.onnx")
-        for name in _ORT_PACKAGES:
-            if (site / name).exists():
-                _link_tree(site / name, tmp / "pkgs" / name)
         python = os.path.realpath(sys.executable)
         cmd = [python, "-S", "-c", _ORT_SCRIPT]
         setarch = shutil.which("setarch")

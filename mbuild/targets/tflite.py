@@ -3,7 +3,7 @@
 Float conversion by source: litert-torch (PyTorch), onnx2tf (ONNX), TFLiteConverter (TensorFlow).
 The float model must reproduce the source's reference outputs before anything is quantized;
 recipes come from ai-edge-quantizer. The I/O contract (names, NCHW->NHWC changes, integer
-I/O scale/zero point) and the model's name, version and input normalization are embedded
+I/O scale/zero point) and the model's name and input normalization are embedded
 in the .tflite as an ``mbuild`` metadata entry, which ``run`` reads back.
 """
 from __future__ import annotations
@@ -13,12 +13,15 @@ import logging
 import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from mbuild._io import write_bytes_atomic
 from mbuild.errors import BuildError
-from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Variant
+from mbuild.targets.base import BuildContext, Conversion, LintResult, RunResult, Runtime, Variant
+from mbuild.workers import phase
+
+if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +104,19 @@ class TFLiteRuntime(Runtime):
         return {"platform": "android", "min_api": low, "max_api": high, "accelerator": ACCELERATOR[cfg.delegate]}
 
     # -- convert -----------------------------------------------------------------------------------
-    def convert(self, ctx: BuildContext) -> Variant:
-        from mbuild.recipes.audit import make_audit
+    def conversion(self, manifest, target, recipe) -> Conversion:
+        """One float flatbuffer per model, checked against the reference; every recipe quantizes a copy of it."""
+        return Conversion(path="tflite-float", config={"source": manifest.source.kind})
+
+    def convert_base(self, ctx: BuildContext, out_dir: Path) -> dict:
+        """The float .tflite (litert-torch, onnx2tf or TFLiteConverter), with a signature, matching the reference."""
         from mbuild.targets import _tflite_convert as conv
         from mbuild.targets import _tflite_model as fbm
-        from mbuild.targets import _tflite_quant as quant
-        from mbuild.targets._tflite_io import interpreter, layout_changes, plan_io
+        from mbuild.targets._tflite_io import interpreter, plan_io
 
-        cfg = ctx.options if isinstance(ctx.options, TFLiteConfig) else self.parse_options(ctx.target)
         kind = ctx.manifest.source.kind
-        float_path = ctx.work_dir / "float.tflite"
+        float_path = out_dir / "float.tflite"
+        phase(f"converting the float model ({kind} source)")
         converted = {"pytorch": conv.convert_pytorch, "onnx": conv.convert_onnx,
                      "tensorflow": conv.convert_tensorflow}[kind](ctx, float_path)
         if fbm.ensure_signature(float_path):
@@ -119,18 +125,38 @@ class TFLiteRuntime(Runtime):
         reference = ctx.reference_outputs()
         shapes = {n: tuple(r.shape[1:]) for n, r in reference.items()}
         float_plan = plan_io(interpreter(float_path), ctx.manifest, shapes)
+        phase("checking the float model against the reference")
         float_check = self._check_float(ctx, float_path, float_plan, converted["converter"], reference)
+        return {"artifact": "float.tflite", "converted": converted, "float_check": float_check}
+
+    def convert(self, ctx: BuildContext) -> Variant:
+        """Quantize (or not) a copy of the shared float model and embed the I/O contract."""
+        from mbuild._io import read_json
+        from mbuild.recipes.audit import make_audit
+        from mbuild.targets import _tflite_model as fbm
+        from mbuild.targets import _tflite_quant as quant
+        from mbuild.targets._tflite_io import interpreter, layout_changes, plan_io
+
+        cfg = ctx.options if isinstance(ctx.options, TFLiteConfig) else self.parse_options(ctx.target)
+        base = ctx.base_conversion(self)
+        base_facts = read_json(base / "convert.json")
+        converted, float_check = base_facts["converted"], base_facts["float_check"]
+        float_path = base / base_facts["artifact"]
+        reference = ctx.reference_outputs()
+        shapes = {n: tuple(r.shape[1:]) for n, r in reference.items()}
+        float_plan = plan_io(interpreter(float_path), ctx.manifest, shapes)
 
         recipe = ctx.recipe
         model_path, facts = float_path, {"calibration_samples": 0}
         if recipe.quantize or recipe.precision == "fp16":
             model_path = ctx.work_dir / "quantized.tflite"
+            phase(f"quantizing with ai-edge-quantizer (recipe {recipe.name})")
             facts = quant.quantize(ctx, float_path, model_path, float_plan, cfg.io)
         plan = plan_io(interpreter(model_path), ctx.manifest, shapes)
         quantization = quant.describe(ctx, model_path, facts, cfg.io)
 
         payload = self._metadata(ctx, plan, quantization)
-        data = fbm.embed_metadata(model_path.read_bytes(), payload, f"{ctx.manifest.name} {ctx.manifest.version}")
+        data = fbm.embed_metadata(model_path.read_bytes(), payload, ctx.manifest.name)
         out = ctx.out_dir / "model.tflite"
         write_bytes_atomic(out, data)
         interpreter(out)  # the metadata entry must not break loading
@@ -182,12 +208,15 @@ class TFLiteRuntime(Runtime):
 
     @staticmethod
     def _metadata(ctx, plan: dict, quantization: dict) -> dict:
-        """What an app needs to feed the model: name, version, normalization, the I/O plan (deterministic)."""
+        """What an app needs to feed the model: name, normalization, the I/O plan (deterministic).
+
+        No version: release metadata lives in bundle.json, so a version bump rebuilds no variant.
+        """
         inputs = {}
         for name, spec in ctx.manifest.inputs.items():
             inputs[name] = {"shape": list(spec.shape), "dtype": spec.dtype,
                             "range": list(spec.range) if spec.range else None, "image": spec.image}
-        return {"format": 1, "name": ctx.manifest.name, "version": ctx.manifest.version, "inputs": inputs,
+        return {"format": 1, "name": ctx.manifest.name, "inputs": inputs,
                 "outputs": {n: {"kind": s.kind} for n, s in ctx.manifest.outputs.items()},
                 "recipe": ctx.recipe.name, "quantization": quantization["summary"], "io": plan}
 

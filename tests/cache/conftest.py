@@ -91,7 +91,8 @@ def events(project: Path) -> list[dict]:
 
 
 BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
-CACHED = {"source:digits-cnn", "variant:digits-cnn/cpu-fp32", "variant:digits-cnn/cpu-int8",
+CACHED = {"source:digits-cnn", "convert:digits-cnn/onnxruntime-prepared", "convert:digits-cnn/onnxruntime-opset13",
+          "variant:digits-cnn/cpu-fp32", "variant:digits-cnn/cpu-int8",
           "check:digits-cnn/cpu-fp32", "check:digits-cnn/cpu-int8"}
 
 

@@ -37,7 +37,7 @@ def test_host_record_is_merged_and_a_record_for_another_artifact_is_refused(push
     proc, _ = timed_doit(bundle_job, MBUILD_CACHE_URL=url)
     assert "cpu-fp32: validation passed on Linux" in proc.stdout
     assert "refused the host validation record build/digits-cnn/targets/cpu-int8/host-validation.json for cpu-int8" \
-        in proc.stdout and f"made for artifact sha256 {sha[:16]}" in proc.stdout
+        in proc.stderr and f"made for artifact sha256 {sha[:16]}" in proc.stderr  # warnings go to stderr
 
     fp32, int8 = _validation(bundle_job, "cpu-fp32"), _validation(bundle_job, "cpu-int8")
     assert fp32["status"] == "passed" and fp32["host"] == record["host"]

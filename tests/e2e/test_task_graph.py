@@ -63,3 +63,54 @@ def test_editing_one_recipes_tolerance_reruns_only_the_checks_of_that_recipe(tmp
     assert executed_tasks(proc.stdout) == {"check:digits-cnn/cpu-int8", "bundle:digits-cnn"}, proc.stdout
     report = json.loads((project / "build/digits-cnn/targets/cpu-int8/report.json").read_text())
     assert report["validation"]["tolerance"]["logits"]["top1_agreement_min"] == 0.97
+
+
+def test_release_metadata_rebuilds_only_the_bundle(tmp_path, digits_cpu_project):
+    """description, author, license and version are the bundle's: editing them re-packages, it rebuilds nothing."""
+    project = tmp_path / "p"
+    shutil.copytree(digits_cpu_project, project)
+    manifest = project / "manifests" / "digits.yaml"
+    text = manifest.read_text()
+    manifest.write_text(text.replace("version: 1.0.0\n", "version: 1.0.1\ndescription: a new description\n"
+                                                          "author: release team\nlicense: MIT\n"))
+    proc = run_doit(project, check=True)
+    assert executed_tasks(proc.stdout) == {"bundle:digits-cnn"}, proc.stdout
+    from mbuild.bundle.verify import read_bundle_json
+
+    doc = read_bundle_json(project / "dist/digits-cnn-1.0.1.mbundle")
+    assert doc["version"] == "1.0.1" and doc["description"] == "a new description"
+
+
+def test_loading_dodo_imports_no_numpy_and_reads_each_version_once(digits_cpu_project):
+    """The no-op path: runtime modules import no SDK and not even numpy; distribution versions are cached."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy, importlib.metadata as md; calls = []; real = md.version\n"
+            "md.version = lambda d: (calls.append(d), real(d))[1]\n"
+            "ns = runpy.run_path('dodo.py'); tasks = [t for k, f in ns.items() if k.startswith('task_') for t in f()]\n"
+            "from mbuild import _io\n"
+            "print('numpy' in sys.modules, len(calls), len(set(calls)), _io._installed_version.cache_info().misses,"
+            " _io._dist_info_versions.cache_info().misses)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=digits_cpu_project, capture_output=True, text=True,
+                         check=True)
+    numpy, calls, distinct, looked_up, listings = out.stdout.split()
+    assert numpy == "False", out.stdout + out.stderr
+    assert int(calls) == int(distinct), out.stdout  # metadata searched at most once per distribution
+    assert int(looked_up) > 0 and int(listings) == 1, out.stdout  # versions asked for, sys.path listed once
+    from mbuild.manifest import load_manifest
+    from mbuild.sources.build import used_datasets
+    from mbuild.tasks import used_datasets as used_by_tasks
+
+    m = load_manifest(digits_cpu_project / "manifests" / "digits.yaml", check_targets=False)
+    assert used_by_tasks(m) == used_datasets(m) == ["validation", "calibration"]
+
+
+def test_cached_distribution_versions_agree_with_importlib_metadata():
+    import importlib.metadata
+
+    from mbuild._io import dist_version
+
+    names = sorted({d.metadata["Name"] for d in importlib.metadata.distributions() if d.metadata["Name"]})
+    assert len(names) > 50
+    assert {n: dist_version(n) for n in names} == {n: importlib.metadata.version(n) for n in names}

@@ -1,0 +1,160 @@
+"""How close mbuild gets to its converters: the full digits matrix side by side in one run.
+
+``.venv/bin/python bench/speed.py [--previous REV]`` measures, one after the other on this machine:
+the direct one-process script (bench/direct_digits.py), a cold ``doit -n 1`` of manifests/digits.yaml
+with this tree and with the previous commit's tree (``git archive REV``), a cold ``doit -n 2 -P
+process``, and the no-op ``doit`` on manifests/ next to its floor (a bare doit with as many tasks,
+pyyaml and jsonschema imported, the same sqlite backend). Writes the "Speed" section of
+bench/results.md. Cold builds are single runs; the no-ops are medians.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, WORK, doit, fmt, make_project, ran, stats  # noqa: E402
+
+TITLE = "Speed: the full digits matrix (11 targets), mbuild vs the previous commit and a direct script"
+FLOOR_DODO = '''\
+import json
+from pathlib import Path
+
+import jsonschema  # noqa: F401 - what mbuild imports to load a manifest
+import yaml  # noqa: F401
+from doit.tools import config_changed
+
+DOIT_CONFIG = {"dep_file": ".floor.sqlite", "backend": "sqlite3", "verbosity": 2}
+N = int(Path("count").read_text())
+
+
+def task_floor():
+    for i in range(N):
+        Path(f"in{i}").touch()
+        yield {"name": str(i), "actions": [f"echo {i} > out{i}"], "file_dep": [f"in{i}"], "targets": [f"out{i}"],
+               "uptodate": [config_changed(json.dumps({"task": i}))]}
+'''
+
+
+def _digits_project(name: str) -> Path:
+    project = make_project(WORK / name, manifests=False)
+    (project / "manifests").mkdir()
+    shutil.copyfile(ROOT / "manifests" / "digits.yaml", project / "manifests" / "digits.yaml")
+    return project
+
+
+def _cold(name: str, tree: Path, *args: str) -> tuple[float, int, int]:
+    project = _digits_project(name)
+    t, out, rc = doit(project, *args, env={"PYTHONPATH": str(tree)})
+    if rc:
+        print(out[-3000:])
+    return t, len(ran(out)), rc
+
+
+def _noop(project: Path, env: dict, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t, out, rc = doit(project, env=env)
+        if ran(out) or rc:
+            raise SystemExit(f"not a no-op (exit {rc}): {ran(out)}")
+        times.append(t)
+    return times
+
+
+def _task_count(project: Path, env: dict) -> int:
+    proc = subprocess.run([sys.executable, "-m", "doit", "list", "--all", "-q"], cwd=project, text=True,
+                          capture_output=True, env={**os.environ, **env})
+    return len([line for line in proc.stdout.splitlines() if ":" in line and not line.startswith("release:")])
+
+
+def run(previous: str, noops: int) -> dict:
+    r: dict = {"previous": previous}
+    prev = WORK / "previous-tree"
+    shutil.rmtree(prev, ignore_errors=True)
+    prev.mkdir(parents=True)
+    subprocess.run(f"git -C {ROOT} archive {previous} | tar -x -C {prev}", shell=True, check=True)
+    out = WORK / "direct"
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "direct_digits.py"), str(out), str(ROOT)],
+                          capture_output=True, text=True)
+    r["direct"] = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    print(f"direct {r['direct']:.1f} s", flush=True)
+    r["cold"], r["tasks"], r["cold_rc"] = _cold("speed-now", ROOT, "-n", "1")
+    print(f"mbuild cold -n 1 {r['cold']:.1f} s", flush=True)
+    r["old"], r["old_tasks"], r["old_rc"] = _cold("speed-previous", prev, "-n", "1")
+    print(f"previous cold -n 1 {r['old']:.1f} s", flush=True)
+    r["n2"], _, r["n2_rc"] = _cold("speed-n2", ROOT, "-n", "2", "-P", "process")
+    print(f"mbuild cold -n 2 {r['n2']:.1f} s", flush=True)
+    project = make_project(WORK / "speed-noop")
+    env = {"PYTHONPATH": str(ROOT)}
+    t, _, rc = doit(project, env=env)
+    r["all_cold"], r["all_rc"] = t, rc
+    r["noop"] = stats(_noop(project, env, noops))
+    r["noop_tasks"] = _task_count(project, env)
+    floor = WORK / "speed-floor"
+    shutil.rmtree(floor, ignore_errors=True)
+    floor.mkdir(parents=True)
+    (floor / "dodo.py").write_text(FLOOR_DODO)
+    (floor / "count").write_text(str(r["noop_tasks"]))
+    doit(floor)
+    r["floor"] = stats(_noop(floor, {}, noops))
+    return r
+
+
+def table(r: dict) -> str:
+    return "\n".join([
+        "| measurement | value | target | notes |", "|---|---|---|---|",
+        f"| direct: the same work in one Python process (bench/direct_digits.py) | {r['direct']:.1f} s (n=1) | | "
+        "imports, conversions, quantizations, validation runs |",
+        f"| mbuild cold build of manifests/digits.yaml, `doit -n 1` | {r['cold']:.1f} s (n=1) | | {r['tasks']} tasks; "
+        f"exit {r['cold_rc']} |",
+        f"| **mbuild cold build / direct** | **{r['cold'] / r['direct']:.2f}** | <= 1.3 | |",
+        f"| previous commit ({r['previous']}), same build, `-n 1` | {r['old']:.1f} s (n=1) | | {r['old_tasks']} tasks; "
+        f"exit {r['old_rc']} |",
+        f"| **cold digits `-n 1`, now / previous commit** | **{r['cold'] / r['old']:.2f}x** | <= 0.4x | |",
+        f"| mbuild cold build, `doit -n 2 -P process` | {r['n2']:.1f} s (n=1) | | exit {r['n2_rc']} |",
+        f"| **`-n 2` speed-up** | **{r['cold'] / r['n2']:.2f}** | >= 1.7 | |",
+        f"| **no-op `doit` on manifests/** ({r['noop_tasks']} tasks) | **{fmt(r['noop'])}** | <= 0.30 s | "
+        f"cold build of manifests/ took {r['all_cold']:.1f} s (exit {r['all_rc']}) |",
+        f"| floor: bare doit, {r['noop_tasks']} tasks, pyyaml + jsonschema, sqlite backend | {fmt(r['floor'])} | | |",
+    ])
+
+
+def write_section(text: str, note: str) -> None:
+    path = ROOT / "bench" / "results.md"
+    body = path.read_text() if path.exists() else "# mbuild bench results\n"
+    head, sep, rest = body.partition(f"\n## {TITLE}\n")
+    if sep:
+        after = rest.split("\n## ", 1)
+        rest = ("\n## " + after[1]) if len(after) > 1 else ""
+    else:
+        head, rest = body.rstrip() + "\n", ""
+    path.write_text(f"{head.rstrip()}\n\n## {TITLE}\n\n{note}\n\n{text}\n{rest}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--previous", default="18b91b1", help="the commit to compare with (default: before issue 17)")
+    parser.add_argument("--noops", type=int, default=7)
+    parser.add_argument("--note", default="", help="conditions of this run (machine load)")
+    args = parser.parse_args()
+    r = run(args.previous, args.noops)
+    text = table(r)
+    print(text)
+    note = (f"Measured with `bench/speed.py` on {datetime.date.today().isoformat()}, one run each, one after the "
+            f"other in the same session. {args.note}").strip()
+    write_section(text, note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

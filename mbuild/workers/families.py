@@ -1,0 +1,96 @@
+"""What each warm worker imports before its first task: the SDKs its runtime family's steps use.
+
+Families keep SDKs apart that must not meet in one process: litert-torch (tflite) and
+torch.jit (Core ML's tracing fallback, the legacy ONNX export of the source step) never share
+a worker, and every action runs in a fresh child forked from its worker, so what one action
+imports or changes never reaches the next.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import sys
+
+# family -> modules imported once in the worker (a missing one is skipped: the step then says what to install)
+PRELOAD = {
+    "source-pytorch": ("numpy", "torch", "onnx", "onnxruntime", "onnxslim", "mbuild.sources.build", "mbuild.steps"),
+    "source-onnx": ("numpy", "onnx", "onnxruntime", "onnxslim", "mbuild.sources.build", "mbuild.steps"),
+    "source-tensorflow": ("numpy", "tensorflow", "tf2onnx", "onnx", "onnxruntime", "mbuild.sources.build",
+                          "mbuild.steps"),
+    "coreml": ("numpy", "torch", "coremltools", "coremltools.optimize.coreml", "onnx", "onnxruntime",
+               "mbuild.targets.coreml", "mbuild.steps"),
+    "tflite": ("numpy", "torch", "tensorflow", "litert_torch", "ai_edge_quantizer", "ai_edge_litert.interpreter",
+               "onnx", "onnxruntime", "mbuild.targets.tflite", "mbuild.steps"),
+    "onnxruntime": ("numpy", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxslim",
+                    "onnxruntime.tools.mobile_helpers.usability_checker", "onnxruntime.transformers.float16",
+                    "mbuild.targets.onnxruntime", "mbuild.steps"),
+    "bundle": ("numpy", "mbuild.bundle.build"),
+}
+# coremltools imports TensorFlow and scikit-learn at import time to offer their frontends; a PyTorch
+# conversion needs neither (10 s instead of ~27 s on the 2-core build machine).
+_NOT_FOR_COREMLTOOLS = ("tensorflow", "sklearn")
+
+
+def family_of(step: str, runtime: str | None, source_kind: str) -> str:
+    """The worker family that runs a step (source by framework, variant/check/convert by runtime)."""
+    if step == "source":
+        return f"source-{source_kind}"
+    if step == "bundle" or runtime is None:
+        return "bundle"
+    return runtime
+
+
+def preload(family: str) -> list[str]:
+    """Import the family's modules; returns those that could not be imported."""
+    missing = []
+    for name in PRELOAD.get(family, ()):
+        try:
+            if name == "coremltools":
+                with lean_coremltools():
+                    importlib.import_module(name)
+            elif name == "onnxruntime.tools.mobile_helpers.usability_checker":
+                import_usability_checker()
+            elif name == "mbuild.targets.onnxruntime":
+                importlib.import_module(name).ort_packages()  # linked once, shared by every ORT conversion
+            else:
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the step itself reports a missing SDK with its install command
+            missing.append(name)
+    return missing
+
+
+@contextlib.contextmanager
+def without(*modules: str, quiet: tuple[str, ...] = ()):
+    """Import inside this block as if ``modules`` were not installed (unless already imported).
+
+    For SDKs that import optional frameworks they do not need here: coremltools probes for
+    TensorFlow and scikit-learn, ``onnxruntime.tools`` imports torch for a helper mbuild never calls.
+    """
+    blocked = [m for m in modules if m not in sys.modules]
+    loggers = [logging.getLogger(n) for n in quiet]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    for m in blocked:
+        sys.modules[m] = None  # import (and find_spec) say "not installed"; removed again below
+    try:
+        yield
+    finally:
+        for m in blocked:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def lean_coremltools():
+    """Import coremltools without the TensorFlow and scikit-learn frontends it probes for."""
+    return without(*_NOT_FOR_COREMLTOOLS, quiet=("coremltools", "torchao"))
+
+
+def import_usability_checker():
+    """ONNX Runtime's mobile usability checker, without the torch import of ``onnxruntime.tools``."""
+    with without("torch"):
+        from onnxruntime.tools.mobile_helpers import usability_checker
+    return usability_checker
