@@ -29,7 +29,7 @@ __all__ = ["PlaySelector", "PlayGroup", "PlayPlan", "play_plan", "play_variant_f
            "DEFAULT_MIN_SDK", "SOC_REPORTED_FROM_API"]
 
 MIB = 1024 * 1024
-DEFAULT_MIN_SDK = 21  # mbuild's default min_api for LiteRT targets (mbuild.targets.tflite.API_DEFAULTS)
+DEFAULT_MIN_SDK = 21  # mbuild's default min_api for LiteRT targets (mbuild.targets.tflite.runtime.API_DEFAULTS)
 SOC_REPORTED_FROM_API = 31  # Build.SOC_MODEL exists from Android 12; Play targets SoCs only there
 # Build.SOC_MANUFACTURER spellings by SoC part-number prefix; write "Manufacturer:MODEL" to override.
 SOC_MANUFACTURERS = (("sdm", "QTI"), ("sm", "QTI"), ("mt", "Mediatek"), ("gs", "Google"), ("zuma", "Google"),

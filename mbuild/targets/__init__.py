@@ -13,9 +13,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from mbuild.targets.base import Runtime
 
 RUNTIMES = {
-    "onnxruntime": "mbuild.targets.onnxruntime:OnnxRuntime",
-    "tflite": "mbuild.targets.tflite:TFLiteRuntime",
-    "coreml": "mbuild.targets.coreml:CoreMLRuntime",
+    "onnxruntime": "mbuild.targets.onnxruntime.runtime:OnnxRuntime",
+    "tflite": "mbuild.targets.tflite.runtime:TFLiteRuntime",
+    "coreml": "mbuild.targets.coreml.runtime:CoreMLRuntime",
 }
 
 

@@ -19,12 +19,12 @@ PRELOAD = {
     "source-tensorflow": ("numpy", "tensorflow", "tf2onnx", "onnx", "onnxruntime", "mbuild.sources.build",
                           "mbuild.steps"),
     "coreml": ("numpy", "torch", "coremltools", "coremltools.optimize.coreml", "onnx", "onnxruntime",
-               "mbuild.targets.coreml", "mbuild.steps"),
+               "mbuild.targets.coreml.runtime", "mbuild.steps"),
     "tflite": ("numpy", "torch", "tensorflow", "litert_torch", "ai_edge_quantizer", "ai_edge_litert.interpreter",
-               "onnx", "onnxruntime", "mbuild.targets.tflite", "mbuild.steps"),
+               "onnx", "onnxruntime", "mbuild.targets.tflite.runtime", "mbuild.steps"),
     "onnxruntime": ("numpy", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxslim",
                     "onnxruntime.tools.mobile_helpers.usability_checker", "onnxruntime.transformers.float16",
-                    "mbuild.targets.onnxruntime", "mbuild.steps"),
+                    "mbuild.targets.onnxruntime.runtime", "mbuild.steps"),
     "bundle": ("numpy", "mbuild.bundle.build"),
 }
 # coremltools imports TensorFlow and scikit-learn at import time to offer their frontends; a PyTorch
@@ -51,7 +51,7 @@ def preload(family: str) -> list[str]:
                     importlib.import_module(name)
             elif name == "onnxruntime.tools.mobile_helpers.usability_checker":
                 import_usability_checker()
-            elif name == "mbuild.targets.onnxruntime":
+            elif name == "mbuild.targets.onnxruntime.runtime":
                 importlib.import_module(name).ort_packages()  # linked once, shared by every ORT conversion
             else:
                 importlib.import_module(name)

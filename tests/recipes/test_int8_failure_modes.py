@@ -63,7 +63,7 @@ def test_constant_node_weights_without_preparation_are_caught_by_the_audit(tmp_p
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from mbuild.recipes.audit import audit_problem, make_audit
-    from mbuild.targets.onnxruntime import onnx_weight_tensors
+    from mbuild.targets.onnxruntime.runtime import onnx_weight_tensors
 
     raw, out = tmp_path / "raw.onnx", tmp_path / "q.onnx"
     onnx.save(models.constant_weights_model(), str(raw))

@@ -11,7 +11,7 @@ from mbuild._io import sha256_tree, tree_size
 from mbuild.errors import ManifestError
 from mbuild.manifest import load_manifest
 from mbuild.targets.base import BuildContext
-from mbuild.targets.coreml import CoreMLRuntime
+from mbuild.targets.coreml.runtime import CoreMLRuntime
 
 ct = pytest.importorskip("coremltools")
 torch = pytest.importorskip("torch")
@@ -128,7 +128,7 @@ def _package(built, name) -> Path:
 
 
 def _program(path: Path):
-    from mbuild.targets._coreml_mil import read_program
+    from mbuild.targets.coreml.mil import read_program
 
     return read_program(path)
 
@@ -175,7 +175,7 @@ def test_variant_reports_frontend_and_float_recipe(built):
 # -- weight compression ------------------------------------------------------------------------------
 
 def test_int8_weights_really_compressed(built):
-    from mbuild.targets._coreml_mil import compression_ops
+    from mbuild.targets.coreml.mil import compression_ops
 
     _, variant = built["ios-w8"]
     path = _package(built, "ios-w8")
@@ -189,7 +189,7 @@ def test_int8_weights_really_compressed(built):
 
 
 def test_int4_per_block_and_palettized_and_pruned(built):
-    from mbuild.targets._coreml_mil import compression_ops
+    from mbuild.targets.coreml.mil import compression_ops
 
     fp16 = tree_size(_package(built, "ios-ane"))
     w4 = built["ios-w4"][1]
@@ -231,7 +231,7 @@ def test_ane_lint_passes_digits(built):
 
 
 def test_ane_lint_flags_fp32_and_skips_gpu_targets(built):
-    from mbuild.targets._coreml_lint import ane_lint
+    from mbuild.targets.coreml.lint import ane_lint
 
     ctx, variant = built["ios-gpu"]
     assert RUNTIME.lint(ctx, ctx.out_dir / variant.artifact) == []
@@ -291,7 +291,7 @@ def test_ane_lint_flags_dilated_conv(tmp_path):
 
 
 def test_prelu_rank2_converts_and_rewrite_is_exact(tmp_path):
-    from mbuild.targets._coreml_convert import _rewrite_prelu
+    from mbuild.targets.coreml.convert import _rewrite_prelu
 
     _, variant = _toy(tmp_path, "PReLUNet", "x", [1, 8])
     assert variant.io["outputs"][0]["name"] == "out"
@@ -336,7 +336,7 @@ def test_int4_needs_ios18(tmp_path):
 
 
 def test_onnx_source_refused_for_coreml(tmp_path):
-    pytest.importorskip("mbuild.targets.tflite")
+    pytest.importorskip("mbuild.targets.tflite.runtime")
     source = (f"mbuild: 1\nname: d\nversion: 1.0.0\nsource:\n  onnx: {{model: {REPO}/examples/digits-onnx/digits_cnn.onnx}}\n"
               "inputs:\n  input: {shape: [1, 1, 8, 8]}\noutputs:\n  logits: {}\n")
     msg = _refusal(tmp_path, "{precision: fp16}", "{runtime: coreml, recipe: r}", source=source)
@@ -428,8 +428,8 @@ def test_enumerated_shapes(tmp_path):
     shapes = [list(s.shape) for s in inp.type.multiArrayType.enumeratedShapes.shapes]
     assert [1, 3, 16, 16] in shapes and [1, 3, 32, 32] in shapes and [1, 3, 24, 24] in shapes
     assert variant.io["inputs"][0]["shapes"] == shapes
-    from mbuild.targets._coreml_lint import ane_lint
-    from mbuild.targets._coreml_mil import program_from_spec
+    from mbuild.targets.coreml.lint import ane_lint
+    from mbuild.targets.coreml.mil import program_from_spec
 
     result = ane_lint(program_from_spec(spec))
     assert "dynamic-shape" not in result.details["rule_hits"]  # enumerated shapes are not range shapes

@@ -135,7 +135,7 @@ def test_conversion_is_byte_identical(digits, built, tmp_path):
 
 
 def test_metadata_holds_name_normalization_but_no_version(built):
-    from mbuild.targets._tflite_model import read_metadata
+    from mbuild.targets.tflite.model import read_metadata
 
     meta = read_metadata(built["android-nnapi"][2])
     assert meta["name"] == "digits-cnn" and "version" not in meta  # release metadata is bundle.json's
@@ -144,7 +144,7 @@ def test_metadata_holds_name_normalization_but_no_version(built):
 
 
 def test_nnapi_estimate_depends_on_api_level(built):
-    from mbuild.targets._tflite_lint import nnapi_lint
+    from mbuild.targets.tflite.lint import nnapi_lint
 
     artifact = built["android-nnapi"][2]
     at27, at30 = nnapi_lint(artifact, 27), nnapi_lint(artifact, 30)
@@ -165,8 +165,8 @@ def test_gpu_lint_names_the_unsupported_op(tmp_path):
     import litert_torch
     import torch
 
-    from mbuild.targets._tflite_convert import quiet
-    from mbuild.targets._tflite_lint import gpu_lint
+    from mbuild.targets.tflite.convert import quiet
+    from mbuild.targets.tflite.lint import gpu_lint
 
     class ArgMaxHead(torch.nn.Module):
         def __init__(self):
@@ -186,7 +186,7 @@ def test_gpu_lint_names_the_unsupported_op(tmp_path):
 
 
 def test_gpu_analyzer_warnings_are_parsed():
-    from mbuild.targets._tflite_lint import parse_gpu_analyzer
+    from mbuild.targets.tflite.lint import parse_gpu_analyzer
 
     text = ("Subgraph#0 main(T#0) -> [T#2]\n  Op#0 CONV_2D(T#0, T#3, T#4) -> [T#1]\n"
             "  Op#1 ARG_MAX(T#1, T#5) -> [T#2]\nGPU COMPATIBILITY WARNING: Not supported op ARG_MAX\n\n"
@@ -269,7 +269,7 @@ def test_calibration_keeps_the_global_min_max():
     import keras
     import tensorflow as tf
 
-    from mbuild.targets._tflite_quant import _aeq, _calibrate
+    from mbuild.targets.tflite.quant import _aeq, _calibrate
 
     model = keras.Sequential([keras.Input((16,), batch_size=1, name="x"), keras.layers.Dense(8, activation="relu")])
     float_model = tf.lite.TFLiteConverter.from_keras_model(model).convert()
@@ -290,7 +290,7 @@ def test_calibration_keeps_the_global_min_max():
 def test_io_plan_accepts_shapes_that_differ_only_by_unit_dims():
     """onnx2tf turns a scalar into [1] and [2, 1, 128] into [1, 2, 128]: same bytes, so a reshape, not an error."""
     from mbuild.errors import BuildError
-    from mbuild.targets._tflite_io import _entry, from_model_layout, layout_changes, to_model_layout
+    from mbuild.targets.tflite.io import _entry, from_model_layout, layout_changes, to_model_layout
 
     scalar = _entry("sr", "sr", {"name": "sr", "shape": [1], "dtype": np.float32}, ())
     state = _entry("stateN", "out", {"name": "out", "shape": [1, 2, 3], "dtype": np.float32}, (2, 1, 3))

@@ -28,7 +28,7 @@ def _collect(path: Path, plan: dict, inputs: dict[str, np.ndarray], count: int) 
     """Every non-constant tensor's value (dequantized to float) per sample."""
     import warnings
 
-    from mbuild.targets._tflite_io import Runner
+    from mbuild.targets.tflite.io import Runner
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -75,7 +75,7 @@ def _sqnr(ref: list[np.ndarray], out: list[np.ndarray]) -> float | None:
 
 def attribute(float_path: Path, float_plan: dict, quant_path: Path, quant_plan: dict,
               inputs: dict[str, np.ndarray]) -> dict:
-    from mbuild.targets._tflite_model import list_ops, read_model
+    from mbuild.targets.tflite.model import list_ops, read_model
 
     count = min(ATTRIBUTION_SAMPLES, len(next(iter(inputs.values()))))
     ref = _collect(float_path, float_plan, inputs, count)

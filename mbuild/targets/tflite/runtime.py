@@ -110,9 +110,9 @@ class TFLiteRuntime(Runtime):
 
     def convert_base(self, ctx: BuildContext, out_dir: Path) -> dict:
         """The float .tflite (litert-torch, onnx2tf or TFLiteConverter), with a signature, matching the reference."""
-        from mbuild.targets import _tflite_convert as conv
-        from mbuild.targets import _tflite_model as fbm
-        from mbuild.targets._tflite_io import interpreter, plan_io
+        from mbuild.targets.tflite import convert as conv
+        from mbuild.targets.tflite import model as fbm
+        from mbuild.targets.tflite.io import interpreter, plan_io
 
         kind = ctx.manifest.source.kind
         float_path = out_dir / "float.tflite"
@@ -133,9 +133,9 @@ class TFLiteRuntime(Runtime):
         """Quantize (or not) a copy of the shared float model and embed the I/O contract."""
         from mbuild._io import read_json
         from mbuild.recipes.audit import make_audit
-        from mbuild.targets import _tflite_model as fbm
-        from mbuild.targets import _tflite_quant as quant
-        from mbuild.targets._tflite_io import interpreter, layout_changes, plan_io
+        from mbuild.targets.tflite import model as fbm
+        from mbuild.targets.tflite import quant as quant
+        from mbuild.targets.tflite.io import interpreter, layout_changes, plan_io
 
         cfg = ctx.options if isinstance(ctx.options, TFLiteConfig) else self.parse_options(ctx.target)
         base = ctx.base_conversion(self)
@@ -189,7 +189,7 @@ class TFLiteRuntime(Runtime):
 
     def _check_float(self, ctx, path: Path, plan: dict, converter: str, reference: dict) -> dict:
         """The float .tflite must reproduce the reference: converters exit 0 with wrong numbers."""
-        from mbuild.targets._tflite_io import Runner
+        from mbuild.targets.tflite.io import Runner
         from mbuild.validate.metrics import tensor_metrics
 
         inputs = {k: v[:FLOAT_CHECK_SAMPLES] for k, v in ctx.validation_inputs().items()}
@@ -222,8 +222,8 @@ class TFLiteRuntime(Runtime):
 
     # -- run ---------------------------------------------------------------------------------------
     def run(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray]) -> RunResult:
-        from mbuild.targets._tflite_io import Runner, interpreter, plan_io
-        from mbuild.targets._tflite_model import read_metadata
+        from mbuild.targets.tflite.io import Runner, interpreter, plan_io
+        from mbuild.targets.tflite.model import read_metadata
 
         meta = read_metadata(artifact)
         if meta and "io" in meta:
@@ -236,10 +236,10 @@ class TFLiteRuntime(Runtime):
                          runtime=f"ai-edge-litert {_version('ai-edge-litert')} (interpreter, XNNPACK CPU, 1 thread)")
 
     def attribute_error(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray]) -> dict:
-        """Rank tensors by the damage their quantization does (see _tflite_debug)."""
-        from mbuild.targets._tflite_debug import attribute
-        from mbuild.targets._tflite_io import interpreter, plan_io
-        from mbuild.targets._tflite_model import read_metadata
+        """Rank tensors by the damage their quantization does (see tflite.debug)."""
+        from mbuild.targets.tflite.debug import attribute
+        from mbuild.targets.tflite.io import interpreter, plan_io
+        from mbuild.targets.tflite.model import read_metadata
 
         float_path = Path(artifact).parent / "sibling_fp32.tflite"
         shapes = {n: tuple(r.shape[1:]) for n, r in ctx.reference_outputs().items()}
@@ -250,7 +250,7 @@ class TFLiteRuntime(Runtime):
 
     # -- lint --------------------------------------------------------------------------------------
     def lint(self, ctx: BuildContext, artifact: Path) -> list[LintResult]:
-        from mbuild.targets._tflite_lint import gpu_lint, nnapi_lint
+        from mbuild.targets.tflite.lint import gpu_lint, nnapi_lint
 
         cfg = ctx.options if isinstance(ctx.options, TFLiteConfig) else self.parse_options(ctx.target)
         if cfg.delegate == "gpu":

@@ -46,7 +46,7 @@ def os_needed(recipe: RecipeConfig) -> tuple[int, str] | None:
 
 def compress(mlmodel, recipe: RecipeConfig, calibration: list[dict] | None = None):
     """Apply the recipe's compression in coremltools' order (prune, then palettize or quantize)."""
-    from mbuild.targets._coreml_convert import quiet
+    from mbuild.targets.coreml.convert import quiet
 
     done: list[str] = []
     step = "configuration"

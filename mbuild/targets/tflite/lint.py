@@ -16,8 +16,8 @@ import re
 from functools import cache
 from pathlib import Path
 
-from mbuild.targets import _tflite_model as fbm
 from mbuild.targets.base import LintResult
+from mbuild.targets.tflite import model as fbm
 
 DATA = Path(__file__).parent / "data"
 _OP_LINE = re.compile(r"^\s*Op#(\d+) (\S+?)\(")

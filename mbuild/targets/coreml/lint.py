@@ -10,8 +10,8 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from mbuild.targets._coreml_mil import CONST_OPS, Op, Program
 from mbuild.targets.base import LintResult
+from mbuild.targets.coreml.mil import CONST_OPS, Op, Program
 
 RULES_FILE = Path(__file__).parent / "data" / "ane_rules.yaml"
 UNSUPPORTED_BELOW = 0.5  # coverage under which the verdict is 'unsupported'
@@ -52,7 +52,7 @@ def ane_lint(program: Program) -> LintResult:
     else:
         verdict = "partial"
     details = {
-        "rules_file": "mbuild/targets/data/ane_rules.yaml",
+        "rules_file": "mbuild/targets/coreml/data/ane_rules.yaml",
         "rule_hits": dict(sorted(rule_hits.items())),
         "sources": {r["id"]: r["sources"] for r in load_rules() if r["id"] in rule_hits},
         "note": ("static estimate from documented/community-reported ANE limits; Core ML decides placement at "
@@ -125,7 +125,7 @@ def compute_plan_lint(package: Path, compute_units: str) -> LintResult:
     from coremltools.models.compute_device import MLNeuralEngineComputeDevice
     from coremltools.models.compute_plan import MLComputePlan
 
-    from mbuild.targets._coreml_convert import compute_unit
+    from mbuild.targets.coreml.convert import compute_unit
 
     with tempfile.TemporaryDirectory() as tmp:
         compiled = ct.utils.compile_model(str(package), str(Path(tmp) / "model.mlmodelc"))

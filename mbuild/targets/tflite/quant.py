@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from mbuild.errors import BuildError, MissingDependencyError
-from mbuild.targets import _tflite_model as fbm
-from mbuild.targets._tflite_convert import quiet
+from mbuild.targets.tflite import model as fbm
+from mbuild.targets.tflite.convert import quiet
 
 
 def _aeq():
@@ -43,7 +43,7 @@ def quantize(ctx, float_path: Path, dst: Path, plan: dict, io_type: str) -> dict
         if q.scheme == "static":
             _set_io(qz, io_type, qtyping, algos)
         if q.keep_outputs_float:
-            from mbuild.targets._tflite_model import output_producer_tensors, read_model
+            from mbuild.targets.tflite.model import output_producer_tensors, read_model
 
             ctx = _with_extra(ctx, output_producer_tensors(read_model(float_path.read_bytes())))
         _exclude(qz, ctx, q, qtyping, algos)
@@ -128,7 +128,7 @@ def _calibrate(qz, float_model: bytes, data: dict[str, np.ndarray], plan: dict):
     from ai_edge_quantizer import calibrator, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
-    from mbuild.targets._tflite_io import to_model_layout
+    from mbuild.targets.tflite.io import to_model_layout
 
     count = len(next(iter(data.values())))
     samples = []

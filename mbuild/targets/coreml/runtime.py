@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbuild.errors import BuildError, MissingDependencyError
-from mbuild.targets._coreml_compress import WORKING_RECIPES, os_needed
-from mbuild.targets._coreml_convert import COMPUTE_UNITS, SPEC_VERSIONS, deployment_target
 from mbuild.targets.base import BuildContext, Conversion, LintResult, RunResult, Runtime, Variant
+from mbuild.targets.coreml.compress import WORKING_RECIPES, os_needed
+from mbuild.targets.coreml.convert import COMPUTE_UNITS, SPEC_VERSIONS, deployment_target
 from mbuild.workers import phase
 
 if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
@@ -115,8 +115,8 @@ class CoreMLRuntime(Runtime):
     def convert_base(self, ctx: BuildContext, out_dir: Path) -> dict:
         """Source -> ML Program at the recipe's compute precision, saved reproducibly without target metadata."""
         _require_coremltools()
-        from mbuild.targets._coreml_convert import to_mlmodel
-        from mbuild.targets._coreml_package import save_package
+        from mbuild.targets.coreml.convert import to_mlmodel
+        from mbuild.targets.coreml.package import save_package
 
         cfg: CoreMLConfig = ctx.options or self.parse_options(ctx.target)
         start = time.perf_counter()
@@ -138,10 +138,10 @@ class CoreMLRuntime(Runtime):
 
         from mbuild._io import atomic_path, read_json, tree_size
         from mbuild.recipes.audit import make_audit
-        from mbuild.targets._coreml_compress import compress, describe, requested_weights
-        from mbuild.targets._coreml_convert import compute_unit
-        from mbuild.targets._coreml_mil import compression_ops, load_spec, program_from_spec, weight_tensors
-        from mbuild.targets._coreml_package import save_package
+        from mbuild.targets.coreml.compress import compress, describe, requested_weights
+        from mbuild.targets.coreml.convert import compute_unit
+        from mbuild.targets.coreml.mil import compression_ops, load_spec, program_from_spec, weight_tensors
+        from mbuild.targets.coreml.package import save_package
 
         cfg: CoreMLConfig = ctx.options or self.parse_options(ctx.target)
         recipe = ctx.recipe
@@ -193,7 +193,7 @@ class CoreMLRuntime(Runtime):
         return [{n: np.ascontiguousarray(a[i]) for n, a in arrays.items()} for i in range(count)]
 
     def _metadata(self, ctx: BuildContext) -> dict:
-        from mbuild.targets._coreml_compress import describe
+        from mbuild.targets.coreml.compress import describe
 
         m = ctx.manifest
         user = {"mbuild.build_id": ctx.build_id, "mbuild.model": m.name, "mbuild.target": ctx.target.name,
@@ -218,7 +218,7 @@ class CoreMLRuntime(Runtime):
         import coremltools as ct
         import numpy as np
 
-        from mbuild.targets._coreml_convert import compute_unit
+        from mbuild.targets.coreml.convert import compute_unit
 
         cfg: CoreMLConfig = ctx.options or self.parse_options(ctx.target)
         try:
@@ -247,7 +247,7 @@ class CoreMLRuntime(Runtime):
     def proxy(self, ctx: BuildContext, inputs: dict[str, np.ndarray]) -> RunResult | None:
         """A labelled estimate where Core ML cannot run: the canonical ONNX at the recipe's float precision,
         carrying the package's decompressed weights; None (with ``proxy_note``) when it cannot be faithful."""
-        from mbuild.targets._coreml_proxy import ProxyUnavailable, proxy_run
+        from mbuild.targets.coreml.proxy import ProxyUnavailable, proxy_run
 
         try:
             return proxy_run(ctx, inputs)
@@ -262,8 +262,8 @@ class CoreMLRuntime(Runtime):
             log.info("%s: compute_units %s - no ANE lint", ctx.target.name, cfg.compute_units)
             return []
         _require_coremltools()
-        from mbuild.targets._coreml_lint import ane_lint, compute_plan_lint, summarize
-        from mbuild.targets._coreml_mil import read_program
+        from mbuild.targets.coreml.lint import ane_lint, compute_plan_lint, summarize
+        from mbuild.targets.coreml.mil import read_program
 
         results = [ane_lint(read_program(artifact))]
         if _platform.system() == "Darwin":
