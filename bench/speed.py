@@ -79,6 +79,8 @@ def run(previous: str, noops: int) -> dict:
     shutil.rmtree(prev, ignore_errors=True)
     prev.mkdir(parents=True)
     subprocess.run(f"git -C {ROOT} archive {previous} | tar -x -C {prev}", shell=True, check=True)
+    for tree in (ROOT, prev):  # bytecode as scripts/setup.sh leaves it (PYTHONDONTWRITEBYTECODE would hide it)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "mbuild")], check=True)
     out = WORK / "direct"
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
@@ -143,7 +145,8 @@ def write_section(text: str, note: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--previous", default="18b91b1", help="the commit to compare with (default: before issue 17)")
+    parser.add_argument("--previous", default="5b7a49e",
+                        help="the commit to compare with (default: main just before issue 17 was merged)")
     parser.add_argument("--noops", type=int, default=7)
     parser.add_argument("--note", default="", help="conditions of this run (machine load)")
     args = parser.parse_args()

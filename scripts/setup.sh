@@ -12,7 +12,13 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 PY=${PYTHON:-python3}
 stamp_src=$(cat pyproject.toml requirements/constraints.txt requirements/onnx2tf.txt 2>/dev/null | sha256sum | cut -c1-16)
+compile_mbuild() {
+  # Bytecode for mbuild itself (an editable install gets none): every build step and worker would otherwise
+  # compile ~100 modules again, which is most of a no-op build where PYTHONDONTWRITEBYTECODE is set.
+  .venv/bin/python -m compileall -q mbuild >/dev/null
+}
 if [ -f .venv/.mbuild-setup ] && [ "$(cat .venv/.mbuild-setup)" = "$stamp_src" ] && [ -x .venv/bin/doit ]; then
+  compile_mbuild
   echo "setup: .venv is up to date"
   exit 0
 fi
@@ -25,5 +31,6 @@ fi
 if [ -f requirements/onnx2tf.txt ]; then
   .venv/bin/python -m pip install --quiet --no-deps -r requirements/onnx2tf.txt
 fi
+compile_mbuild
 echo "$stamp_src" > .venv/.mbuild-setup
 echo "setup: .venv ready ($(.venv/bin/python -c 'import mbuild; print("mbuild", mbuild.__version__)'))"

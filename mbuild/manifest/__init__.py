@@ -187,7 +187,7 @@ class _Problems(list):
 
 
 def _build(path: Path, root: Path, data: dict, pos: Positions) -> Manifest:
-    check_manifest_schema(data, pos)
+    check_manifest_schema(data, pos, Path(root) / ".mbuild")
     files: list[Path] = []
     problems = _Problems()
 

@@ -44,11 +44,20 @@ def suggest(word: str, choices) -> str:
 MAX_PROBLEMS = 10
 
 
-def check_manifest_schema(data: Any, positions: Positions) -> None:
-    """Raise ManifestError naming every schema violation (up to MAX_PROBLEMS), in file order."""
+def check_manifest_schema(data: Any, positions: Positions, state_dir: Path | None = None) -> None:
+    """Raise ManifestError naming every schema violation (up to MAX_PROBLEMS), in file order.
+
+    With ``state_dir`` (a project's .mbuild/), a document already found valid by this schema and this
+    checker is not checked again: a no-op build then never imports jsonschema (most of its load time).
+    """
+    key = _valid_key(data) if state_dir is not None else None
+    if key is not None and key in _known_valid(state_dir):
+        return
     validator = _validator("manifest.schema.json")
     errors = list(validator.iter_errors(data))
     if not errors:
+        if key is not None:
+            _remember_valid(state_dir, key)
         return
     leaves = _leaves(errors)
     worded = [w for w in (_word(e, data, positions) for e in leaves) if w is not None]
@@ -56,6 +65,44 @@ def check_manifest_schema(data: Any, positions: Positions) -> None:
         e = leaves[0]
         worded = [ManifestError(e.message[:300], positions.of(tuple(e.absolute_path)), dotted(tuple(e.absolute_path)))]
     raise_all(worded)
+
+
+VALID_FILE = "schema-valid.json"
+_KEEP_VALID = 64  # documents remembered per project (a manifest edit adds one)
+
+
+def _valid_key(data: Any) -> str | None:
+    """Digest of the document, the schema and this checker's code; None if the data is not plain JSON."""
+    import hashlib
+
+    try:
+        doc = json.dumps(data, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    h = hashlib.sha256(doc.encode())
+    h.update(json.dumps(load_schema("manifest.schema.json"), sort_keys=True).encode())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+def _known_valid(state_dir: Path) -> list[str]:
+    try:
+        known = json.loads((Path(state_dir) / VALID_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return known if isinstance(known, list) else []
+
+
+def _remember_valid(state_dir: Path, key: str) -> None:
+    if not Path(state_dir).is_dir():
+        return
+    from mbuild._io import write_json_atomic
+
+    known = [k for k in _known_valid(state_dir) if k != key][-(_KEEP_VALID - 1):] + [key]
+    try:
+        write_json_atomic(Path(state_dir) / VALID_FILE, known)
+    except OSError:  # a read-only project still loads; it only checks again next time
+        pass
 
 
 def raise_all(problems: list[ManifestError]) -> None:

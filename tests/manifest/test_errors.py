@@ -103,3 +103,22 @@ def test_extends_cycle_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(project)
     assert main(["validate", "manifests/a.yaml"]) == 2
     assert "cycle" in capsys.readouterr().err
+
+
+def test_a_remembered_valid_manifest_does_not_hide_a_later_schema_error(tmp_path):
+    """The schema check is skipped only for the exact document found valid before (.mbuild/schema-valid.json)."""
+    from mbuild.errors import ManifestError
+    from mbuild.manifest import load_manifest
+
+    project = make_project(tmp_path / "p", {"digits.yaml": DIGITS_CPU})
+    (project / ".mbuild").mkdir(exist_ok=True)
+    path = project / "manifests" / "digits.yaml"
+    load_manifest(path, check_targets=False)
+    remembered = (project / ".mbuild" / "schema-valid.json").read_text()
+    assert len(remembered) > 64
+    path.write_text(_replace("version: 1.0.0", "version: [1, 0]"))
+    with pytest.raises(ManifestError, match="expected a string"):
+        load_manifest(path, check_targets=False)
+    path.write_text(DIGITS_CPU)
+    load_manifest(path, check_targets=False)  # valid again: found in the list, not checked twice
+    assert (project / ".mbuild" / "schema-valid.json").read_text() == remembered
