@@ -203,6 +203,11 @@ def _first_line(text: str) -> str:
 _INTERRUPTED = []
 
 
+def note_interrupted() -> None:
+    """The build is being interrupted (a step ended by Ctrl-C): the summary gives way to the one line."""
+    _INTERRUPTED.append(True)
+
+
 INTERRUPTED_LINE = "interrupted: finished tasks are kept, nothing half-written; run doit again to resume"
 
 

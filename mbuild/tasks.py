@@ -1,7 +1,7 @@
 """Manifests -> doit task dicts: ``source:``, ``convert:``, ``variant:``, ``check:``, ``bundle:``.
 
 Loading this module (and so ``dodo.py``) imports no heavy framework: every action is
-:func:`mbuild.actions.run_task_step`, which runs the step in a warm worker's child. Each task depends on the digest of the
+:func:`mbuild.task_action.run_task_step`, which runs the step in a warm worker's child. Each task depends on the digest of the
 part of the manifest it uses (doit's ``config_changed``), its input files and the
 versions of the converters it calls - never on the whole manifest file.
 """
@@ -68,7 +68,7 @@ def _config(obj) -> "object":
 
 def _cmd(step: str, manifest: Manifest, target: str | None = None, runtime: str | None = None) -> tuple:
     """The task's python-action: the step, run in a child of its family's warm worker."""
-    from mbuild.actions import run_task_step
+    from mbuild.task_action import run_task_step
 
     name = f"{step}:{manifest.name}" + (f"/{target}" if target else "")
     family = family_of(step, runtime, manifest.source.kind)

@@ -61,6 +61,17 @@ def run_doit(project: Path, *args: str, check: bool = False, timeout: int = 900)
     return proc
 
 
+def ctrl_c_reaches_it() -> None:
+    """preexec_fn for a build a test will Ctrl-C: SIGINT handled as in a terminal.
+
+    A suite started in the background by a non-interactive shell (``cmd &``, as CI runners may) inherits
+    SIGINT ignored, and so would every build it starts; a real terminal never hands that on.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def executed_tasks(stdout: str) -> set[str]:
     """Tasks doit ran (lines '.  task'), as opposed to those it found up to date ('-- task')."""
     return {line[3:].strip() for line in stdout.splitlines() if line.startswith(".  ")}

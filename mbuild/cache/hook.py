@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from mbuild.cache.keys import CACHED_STEPS, output_dir, output_files, task_key, task_name
+from mbuild.cache.store import project_store
 
 _started: dict[str, float] = {}
 
@@ -26,7 +27,7 @@ def before_step(manifest, step: str, rest: list[str]) -> bool:
 
         merge_host_records(manifest)
         return False
-    store = _open(manifest)
+    store = project_store(manifest)
     if store is None or step not in CACHED_STEPS:
         return False
     target = rest[0] if rest else None
@@ -68,7 +69,7 @@ def before_step(manifest, step: str, rest: list[str]) -> bool:
 
 def after_step(manifest, step: str, rest: list[str]) -> None:
     """Record the step's duration and, in read-write mode, push its outputs and action entry."""
-    store = _open(manifest)
+    store = project_store(manifest)
     if store is None or step not in CACHED_STEPS:
         return
     target = rest[0] if rest else None
@@ -142,17 +143,6 @@ def _corrupt(message: str):
     from mbuild.cache.store import CorruptBlobError
 
     return CorruptBlobError(message)
-
-
-def _open(manifest):
-    from mbuild.cache.config import load_cache_config
-
-    config = load_cache_config(Path(manifest.root))
-    if config is None:
-        return None
-    from mbuild.cache.store import open_store
-
-    return open_store(config)
 
 
 def log_event(manifest, task: str, event: str, **fields) -> None:

@@ -35,8 +35,8 @@ def check_runtime_here(root: Path, runtime_name: str, targets: list[str] | None 
 
 def _check_one(manifest, target: str) -> int:
     from mbuild._io import read_json, write_json_atomic
-    from mbuild.cache.hook import _open
     from mbuild.cache.records import make_record, record_path
+    from mbuild.cache.store import project_store
     from mbuild.layout import layout_for
     from mbuild.steps import run_check
     from mbuild.targets import get_runtime
@@ -60,7 +60,7 @@ def _check_one(manifest, target: str) -> int:
     local = record_path(manifest, target)
     write_json_atomic(local, record)
     where = [str(local.relative_to(manifest.root))]
-    store = _open(manifest)
+    store = project_store(manifest)
     if store is not None and store.config.writable:
         where.append(store.put_record(record))
     host = record["host"]
@@ -74,13 +74,14 @@ def _ensure_outputs(manifest, step: str, unit: str | None) -> None:
 
     ``unit`` is the target of a variant, the conversion path of a convert step, None for the source.
     """
-    from mbuild.cache.hook import _open, restore_entry
+    from mbuild.cache.hook import restore_entry
     from mbuild.cache.keys import output_dir, output_files, task_key, task_name
+    from mbuild.cache.store import project_store
 
     if output_files(manifest, step, unit):
         return
     name = task_name(manifest, step, unit)
-    store = _open(manifest)
+    store = project_store(manifest)
     key = task_key(manifest, step, unit)
     entry = store.get_entry(key) if store is not None and key else None
     if entry is None:

@@ -80,9 +80,9 @@ def find_records(manifest, target: str, digest: str | None) -> list[tuple[str, d
         except ValueError:
             found.append((str(local.relative_to(manifest.root)), {}))
     if digest is not None:
-        from mbuild.cache.hook import _open
+        from mbuild.cache.store import project_store
 
-        store = _open(manifest)
+        store = project_store(manifest)
         if store is not None:
             try:
                 record = store.get_record(digest, target)

@@ -145,3 +145,13 @@ def _safe(name: str) -> str:
 
 def open_store(config: CacheConfig) -> CacheStore:
     return CacheStore(config)
+
+
+def project_store(manifest):
+    """The store the manifest's project configures (.mbuild/cache.yaml or MBUILD_CACHE_URL), or None."""
+    from pathlib import Path
+
+    from mbuild.cache.config import load_cache_config
+
+    config = load_cache_config(Path(manifest.root))
+    return None if config is None else open_store(config)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import executed_tasks, run_doit
+from tests.conftest import ctrl_c_reaches_it, executed_tasks, run_doit
 
 BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
 TARGET = Path("build/digits-cnn/targets/cpu-int8")
@@ -82,7 +82,8 @@ def test_ctrl_c_ends_with_one_line_and_no_traceback(tmp_path):
 
     project = make_project(tmp_path / "p", {"digits.yaml": DIGITS_CPU})
     proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, start_new_session=True, preexec_fn=ctrl_c_reaches_it,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()

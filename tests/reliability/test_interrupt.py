@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import DIGITS_CPU, executed_tasks, make_project, run_doit
+from tests.conftest import DIGITS_CPU, ctrl_c_reaches_it, executed_tasks, make_project, run_doit
 from tests.reliability._stable import code_digest, require_same_code
 
 BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
@@ -22,7 +22,7 @@ BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
 
 def _start(project: Path, env: dict | None = None) -> tuple[subprocess.Popen, list[str]]:
     proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=ctrl_c_reaches_it,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mbuild.bundle.verify import verify_bundle
-from tests.conftest import DIGITS_CPU, executed_tasks, make_project, run_doit
+from tests.conftest import DIGITS_CPU, ctrl_c_reaches_it, executed_tasks, make_project, run_doit
 from tests.reliability._stable import code_digest, require_same_code
 
 BUNDLE = "dist/digits-cnn-1.0.0.mbundle"
@@ -27,7 +27,7 @@ TARGETS = Path("build/digits-cnn/targets")
 
 def _start(project: Path) -> tuple[subprocess.Popen, list[str]]:
     proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=project, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=ctrl_c_reaches_it,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DIGITS_CPU, executed_tasks, make_project, run_doit
+from tests.conftest import DIGITS_CPU, ctrl_c_reaches_it, executed_tasks, make_project, run_doit
 from tests.reliability._stable import code_digest, require_same_code
 from tests.reliability.test_kill_rerun import _deterministic_files
 
@@ -31,7 +31,7 @@ ROUNDS = 24
 def _start(project: Path, jobs: int) -> tuple[subprocess.Popen, list[str]]:
     argv = [sys.executable, "-m", "doit"] + (["-n", str(jobs), "-P", "process"] if jobs > 1 else [])
     proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            start_new_session=True, preexec_fn=ctrl_c_reaches_it, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     return proc, lines

@@ -54,7 +54,7 @@ def test_budget_fails_the_check_and_warn_mode_keeps_the_variant(tmp_path):
     (project / "manifests" / "digits.yaml").write_text(text.replace("budget: {", "budget: {mode: warn, "))
     proc = run_doit(project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "warning: check:digits-cnn/cpu-fp32: budget: size 0." in proc.stdout
+    assert "warning: check:digits-cnn/cpu-fp32: budget: size 0." in proc.stderr  # warnings go to stderr
     assert executed_tasks(proc.stdout) == {"check:digits-cnn/cpu-fp32", "bundle:digits-cnn"}
     assert (project / "dist/digits-cnn-1.0.0.mbundle").exists()
 
