@@ -64,7 +64,9 @@ def check_with_opencv(ctx: "BuildContext", artifact: Path, inputs: dict[str, "np
     if attempts:
         entry["engine_note"] = (f"the default engine could not {attempts[0]['stage']} it "
                                 f"({attempts[0]['reason']}); the classic engine did")
-    entry.update(_judge(ctx, outputs))
+    from mbuild.validate.second_opinion import judge
+
+    entry.update(judge(ctx, outputs))
     entry["median_ms"] = round(statistics.median(latencies), 4) if latencies else None
     if ort_outputs is not None:
         from mbuild.validate.metrics import tensor_metrics
@@ -90,31 +92,6 @@ def _run(net, inputs: dict[str, "np.ndarray"], names: list[str]) -> tuple[dict[s
         for name, value in zip(names, produced):
             collected[name].append(np.asarray(value))
     return {n: np.stack(v) for n, v in collected.items()}, latencies[1:]
-
-
-def _judge(ctx: "BuildContext", outputs: dict[str, "np.ndarray"]) -> dict:
-    """The same metrics and tolerance as the target's own check, against the source reference."""
-    from mbuild.recipes import tolerance_for
-    from mbuild.sources.data import read_labels
-    from mbuild.validate import check_tolerance, compare_outputs
-
-    count = len(next(iter(outputs.values())))  # the first samples of the validation set
-    reference = {n: r[:count] for n, r in ctx.reference_outputs().items()}
-    labels = read_labels(ctx.source_dir / "data" / "validation.npz")
-    labels = labels[:count] if labels is not None else None
-    shaped = {}
-    for name, ref in reference.items():
-        out = outputs[name]
-        if out.size != ref.size:
-            return {"status": "failed", "reason": f"output {name!r} has shape {list(out.shape[1:])} per sample, "
-                                                  f"the reference {list(ref.shape[1:])}", "metrics": {}, "failures": []}
-        shaped[name] = out.reshape(ref.shape).astype(ref.dtype, copy=False)
-    metrics = compare_outputs(reference, shaped, ctx.manifest.outputs, labels)
-    failures, notes = check_tolerance(metrics, tolerance_for(ctx.manifest, ctx.target, ctx.recipe))
-    result = {"status": "failed" if failures else "passed", "metrics": metrics, "failures": failures}
-    if notes:
-        result["notes"] = notes
-    return result
 
 
 def one_line(error: Exception) -> str:
