@@ -111,6 +111,14 @@ def test_what_was_applied_is_measured_from_the_bin(built):
     assert "model.pnnx.param" in side and "model_ncnn.py" in side
 
 
+def test_conversion_is_byte_identical(digits, built, tmp_path):
+    manifest, source_dir = digits
+    again = get_runtime("ncnn").convert(_ctx(manifest, source_dir, "android-vulkan", tmp_path / "again"))
+    first = built["android-vulkan"][2]
+    for name in ("model.param", "model.bin"):
+        assert (tmp_path / "again" / again.artifact / name).read_bytes() == (first / name).read_bytes()
+
+
 def test_blob_names_and_the_dropped_batch_axis_map_to_the_manifest(built):
     _, variant, _, _ = built["android-cpu"]
     (inp,), (out,) = variant.io["inputs"], variant.io["outputs"]
