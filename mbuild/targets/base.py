@@ -17,6 +17,11 @@ Example::
         def convert(self, ctx): ...   # writes into ctx.out_dir, returns a Variant
         def run(self, ctx, artifact, inputs): ...  # returns a RunResult
         def lint(self, ctx, artifact): ...  # returns a list of LintResult
+
+Optional hooks the check step calls when a runtime has them: ``proxy`` (a stand-in run where the
+artifact cannot run here), ``attribute_error`` (which layers a quantization hurt) and ``also_check``
+(second runs of the same artifact, e.g. another consumer or other device settings, each judged on
+its own and recorded under ``also_checked``, never as the check's verdict).
 """
 from __future__ import annotations
 
