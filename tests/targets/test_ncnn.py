@@ -237,3 +237,23 @@ def test_other_impossible_manifests_are_refused_before_any_sdk(tmp_path):
     Manifest.inputs = {"x": InputSpec(name="x", shape=(4, 3, 8, 8), dtype="float32")}
     assert "no batch axis" in rt.check_target(Manifest, None, fp32)
     assert "palettize" in rt.check_target(Manifest, None, RecipeConfig(name="p", palettize={"nbits": 4}))
+
+
+@pytest.mark.slow
+def test_doit_builds_ncnn_and_the_opencv_second_opinion_into_the_bundle(tmp_path):
+    """The real doit (warm workers, task digests, bundle schema) with an ncnn target and also_check: [opencv]."""
+    from tests.conftest import DIGITS_CPU, make_project, run_doit, run_mbuild
+
+    head, _, tail = DIGITS_CPU.partition("targets:\n")
+    targets = ("targets:\n  cpu-fp32: {runtime: onnxruntime, recipe: fp32, also_check: [opencv]}\n"
+               "  cpu-fp16: {runtime: onnxruntime, recipe: fp16, also_check: [opencv]}\n"
+               "  android-ncnn: {runtime: ncnn, recipe: fp16}\n")
+    project = make_project(tmp_path, {"digits.yaml": head + targets + tail[tail.index("validate:"):]})
+    proc = run_doit(project, check=True)
+    assert "check:digits-cnn/cpu-fp16: also checked with opencv: unreadable (OpenCV" in proc.stdout
+    assert "check:digits-cnn/android-ncnn: also checked with device_defaults: passed" in proc.stdout
+    shown = run_mbuild("inspect", "dist/digits-cnn-1.0.0.mbundle", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert "cpu-fp32 (also checked with opencv): passed" in shown.stdout
+    assert "android-ncnn: accelerator=gpu, min_api=24, platform=android" in shown.stdout
+    assert "android-ncnn: ncnn_vulkan clean 100%" in shown.stdout
