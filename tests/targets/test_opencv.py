@@ -90,6 +90,33 @@ def test_a_model_opencv_cannot_read_is_a_finding_not_a_failure(checked):
     assert also_checked_line(entry).startswith("unreadable (OpenCV 5.0.0.93 cannot read it:")
 
 
+def test_a_constructed_model_with_an_op_opencv_lacks(checked, tmp_path):
+    """ONNX Runtime runs Bernoulli; OpenCV 5.0 has no such layer in either engine: a finding naming the op."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mbuild.targets.onnxruntime.opencv import check_with_opencv
+
+    _, ctx, _ = checked["cpu-fp32"]
+    weights = numpy_helper.from_array(np.full((64, 10), 0.01, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([1, 64], np.int64), "s")
+    nodes = [helper.make_node("Reshape", ["image", "s"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+             helper.make_node("Sigmoid", ["mm"], ["p"]), helper.make_node("Bernoulli", ["p"], ["logits"])]
+    graph = helper.make_graph(nodes, "sampled", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], [weights, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "sampled.onnx"
+    onnx.save(model, str(path))
+    inputs = {k: v[:4] for k, v in ctx.validation_inputs().items()}
+    ort.InferenceSession(str(path)).run(None, {"image": inputs["image"][0]})  # a valid model ONNX Runtime runs
+    entry = check_with_opencv(ctx, path, inputs)
+    assert entry["status"] == "unreadable" and entry["stage"] == "read"
+    assert 'of type "Bernoulli"' in entry["reason"] and "\n" not in entry["reason"]
+
+
 def test_external_data_missing_beside_the_model_is_named(digits, checked, tmp_path):
     import onnx
 
