@@ -20,6 +20,15 @@ if TYPE_CHECKING:  # pragma: no cover
 FP16_SWITCHES = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic")
 
 
+def import_ncnn():
+    """The ncnn Python package, or a BuildError with the install command."""
+    try:
+        import ncnn
+    except ImportError as e:
+        raise BuildError("the ncnn Python package is not installed; install it with: pip install 'mbuild[ncnn]'") from e
+    return ncnn
+
+
 def plan_io(param: Path, manifest, output_shapes: dict[str, tuple]) -> dict:
     """Which blob carries which manifest input/output, with the declared and the blob shapes."""
     layers = read_param(param)
@@ -49,8 +58,7 @@ class Runner:
     """One ncnn.Net on the CPU; ``fp16=False`` switches fp16 storage, packing and arithmetic off."""
 
     def __init__(self, param: Path, weights: Path, plan: dict, *, fp16: bool | None = False, threads: int = 1):
-        import ncnn
-
+        ncnn = import_ncnn()
         self.net = ncnn.Net()
         opt = self.net.opt
         self.defaults = {k: bool(getattr(opt, k)) for k in FP16_SWITCHES}
@@ -66,9 +74,9 @@ class Runner:
 
     def run(self, inputs: dict[str, "np.ndarray"]) -> tuple[dict[str, "np.ndarray"], list[float]]:
         """Every sample through the net; outputs as [samples, *declared shape]; per-sample ms (first dropped)."""
-        import ncnn
         import numpy as np
 
+        ncnn = import_ncnn()
         count = len(next(iter(inputs.values())))
         outs: dict[str, list] = {o["name"]: [] for o in self.plan["outputs"]}
         latencies = []

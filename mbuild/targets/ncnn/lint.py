@@ -15,8 +15,9 @@ NOT_COMPUTE = {"Input"}  # holds the input blob; never a kernel
 
 
 def vulkan_lint(param: Path) -> LintResult:
-    import ncnn
+    from mbuild.targets.ncnn.io import import_ncnn
 
+    ncnn = import_ncnn()
     layers = [layer for layer in read_param(param) if layer.type not in NOT_COMPUTE]
     offenders = []
     for layer in layers:
