@@ -1,4 +1,4 @@
-"""pnnx: PyTorch (traced TorchScript) or the canonical ONNX -> ncnn .param + .bin, fp32 or fp16 weights.
+"""pnnx: PyTorch (traced TorchScript) or the canonical ONNX (ONNX, TensorFlow sources) -> ncnn .param + .bin, fp32 or fp16 weights.
 
 The pnnx executable from the ``pnnx`` wheel is run directly (its Python ``export`` only traces and
 then calls it), in the variant's work folder: it writes seven side files (pnnx's own .param/.bin,
@@ -37,7 +37,8 @@ def convert(ctx: BuildContext, work: Path, fp16: bool) -> dict:
     if kind == "pytorch":
         model_file, how = _trace(ctx, work), "torch.jit.trace of the PyTorch model"
     else:
-        model_file, how = _copy_onnx(ctx.canonical_onnx, work), "the canonical ONNX (pnnx's ONNX frontend)"
+        made = "tf2onnx, " if kind == "tensorflow" else ""
+        model_file, how = _copy_onnx(ctx.canonical_onnx, work), f"the canonical ONNX ({made}pnnx's ONNX frontend)"
     shapes = ",".join(f"[{','.join(str(d) for d in spec.shape)}]f32" for spec in ctx.manifest.inputs.values())
     cmd = [str(exe), model_file.name, f"inputshape={shapes}", f"fp16={int(fp16)}",
            "ncnnparam=model.ncnn.param", "ncnnbin=model.ncnn.bin"]

@@ -1,6 +1,6 @@
 """Runtime ``ncnn``: Tencent's ncnn (.param + .bin) for Android, on the Vulkan GPU or the CPU, built with pnnx.
 
-pnnx converts a traced PyTorch model or the canonical ONNX; recipes choose fp32 or fp16 weights.
+pnnx converts a traced PyTorch model, or the canonical ONNX for ONNX and TensorFlow sources; recipes choose fp32 or fp16 weights.
 Nothing else: no quantization tool ships here (ncnn's ncnn2table/ncnn2int8 are not in the wheel,
 and pnnx cannot read torch-quantized models), so int8 and compression recipes are refused at
 ``mbuild validate``. The check runs the model with the ``ncnn`` Python package with fp16 storage,
@@ -50,7 +50,7 @@ class NcnnRuntime(Runtime):
     format = "ncnn"
     suffix = ".ncnn"
     platform = "android"
-    sources = frozenset({"pytorch", "onnx"})
+    sources = frozenset({"pytorch", "onnx", "tensorflow"})  # TensorFlow through the canonical ONNX
     features = frozenset({"fp32", "fp16"})
     packages = ("pnnx", "ncnn", "torch")
     extra = "ncnn"
