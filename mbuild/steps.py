@@ -285,6 +285,8 @@ def run_check(manifest: Manifest, target_name: str) -> dict:
         if lat.get("flag"):
             line += f" - FLAG: {lat['flag']}"
     print(line)
+    for consumer, entry in (report.get("also_checked") or {}).items():
+        print(f"check:{manifest.name}/{target_name}: also checked with {consumer}: {also_checked_line(entry)}")
     for finding in _fp16_lines(report):
         print(f"warning: check:{manifest.name}/{target_name}: {finding}")
     from mbuild.validate.budget import apply_budget
@@ -306,6 +308,13 @@ def headline(metrics: dict) -> str:
     from mbuild.validate.summary import output_headline
 
     return "; ".join(f"{name}: {output_headline(m)}" for name, m in metrics.items())
+
+
+def also_checked_line(entry: dict) -> str:
+    """A second consumer's verdict in one line: its status, then its figures or the reason it did not run."""
+    if entry.get("metrics"):
+        return f"{entry['status']} - {headline(entry['metrics'])}"
+    return f"{entry['status']} ({entry.get('reason', '')})"
 
 
 def check_variant(ctx: BuildContext, record: dict, *, measure: bool = True) -> dict:
@@ -351,6 +360,11 @@ def check_variant(ctx: BuildContext, record: dict, *, measure: bool = True) -> d
         else:  # the search still wants a speed figure; this run already timed every sample
             latency = {"median_ms": round(statistics.median(result.latency_ms), 4)} if result.latency_ms else None
     report = {"target": ctx.target.name, "recipe": ctx.recipe.name, "validation": validation, "latency": latency}
+    also_check = getattr(runtime, "also_check", None)
+    if also_check is not None and measure and result.outputs is not None:
+        checked = also_check(ctx, artifact, inputs, result.outputs)
+        if checked:  # second consumers' own verdicts: recorded beside the check, never its status
+            report["also_checked"] = checked
     if ctx.recipe.precision == "fp16":
         report["fp16_range"] = fp16_range_findings(source)
     return report

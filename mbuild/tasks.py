@@ -176,7 +176,8 @@ def variant_task(m: Manifest, name: str) -> dict:
     lay = layout_for(m)
     target = m.targets[name]
     runtime = get_runtime(target.runtime)
-    deps = {"target": m.raw["targets"][name], "recipes": _recipe_part(m, target),
+    raw = m.raw["targets"][name]
+    deps = {"target": {k: v for k, v in raw.items() if k not in runtime.check_options}, "recipes": _recipe_part(m, target),
             "io": m.part("name", "inputs", "outputs"),  # release metadata (version, description...) is the bundle's
             "mbuild": __version__, "versions": runtime.versions()}
     if target.recipe == "auto" or _searches_exclusions(m, target):
@@ -209,9 +210,13 @@ def check_task(m: Manifest, name: str) -> dict:
     target = m.targets[name]
     from mbuild.recipes import tolerance_inputs
 
+    runtime = get_runtime(target.runtime)
+    raw = m.raw["targets"].get(name) or {}
     deps = {"tolerance": tolerance_inputs(m, target, _recipe_names(m, target)), "outputs": m.raw["outputs"],
-            "mbuild": __version__, "versions": get_runtime(target.runtime).versions(),
-            "budget": [m.raw.get("budget"), (m.raw["targets"].get(name) or {}).get("budget")]}
+            "mbuild": __version__, "versions": runtime.versions(), "budget": [m.raw.get("budget"), raw.get("budget")]}
+    options = {k: raw[k] for k in runtime.check_options if k in raw}
+    if options:  # absent for most targets: their digest stays what it was
+        deps["check_options"] = {"options": options, "versions": runtime.check_versions(target)}
     return {
         "name": f"{m.name}/{name}",
         "doc": f"validate target {name} against the reference",

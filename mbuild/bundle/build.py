@@ -162,6 +162,9 @@ def variant_entry(manifest, name, record, report, source, stored) -> dict:
         "flags": record.get("flags", []),
         "converters": record.get("versions", {}),
     }
+    if report.get("also_checked"):  # second consumers' own verdicts (never the variant's); timings stay out
+        entry["also_checked"] = {name: {k: v for k, v in found.items() if k != "median_ms"}
+                                 for name, found in report["also_checked"].items()}
     if record.get("search"):
         entry["recipe_search"] = _without_timings(record["search"])
     from mbuild.devices import load_devices

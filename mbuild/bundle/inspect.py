@@ -57,7 +57,20 @@ def output_lines(doc: dict) -> list[str]:
                 text = output_headline(m)
             failed = [f["message"] for f in val.get("failures") or [] if f.get("output") == name]
             lines.append(f"  {v['id']}: {text}" + (f"  FAILED: {'; '.join(failed)}" if failed else ""))
+            for consumer, entry in (v.get("also_checked") or {}).items():
+                lines.append(f"  {v['id']} (also checked with {consumer}): {also_checked_text(entry, name)}")
     return lines
+
+
+def also_checked_text(entry: dict, output: str) -> str:
+    """A second consumer's figures for one output, or its status and the reason it did not run."""
+    from mbuild.validate.summary import output_headline
+
+    m = (entry.get("metrics") or {}).get(output)
+    if m is None:
+        return f"{entry.get('status', '?')}: {entry.get('reason', '')}"
+    failed = [f["message"] for f in entry.get("failures") or [] if f.get("output") == output]
+    return f"{entry['status']} - {output_headline(m)}" + (f"  FAILED: {'; '.join(failed)}" if failed else "")
 
 
 def _coverage(v: dict) -> str:

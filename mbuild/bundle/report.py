@@ -101,6 +101,12 @@ def output_panels(doc: dict) -> str:
                 text += "<br><span class=failed>" + "<br>".join(_e(f) for f in failed) + "</span>"
             rows.append(f"<tr><td><b>{_e(v['id'])}</b></td><td><span class=\"{_e(val.get('status'))}\">"
                         f"{_e(val.get('status'))}</span></td><td>{text}</td></tr>")
+            for consumer, entry in (v.get("also_checked") or {}).items():
+                found = (entry.get("metrics") or {}).get(name)
+                body = _e(output_headline(found)) if found is not None else _e(entry.get("reason") or "-")
+                rows.append(f"<tr><td>{_e(v['id'])} <span class=meta>(also checked with {_e(consumer)})</span></td>"
+                            f"<td><span class=\"{_e(entry.get('status'))}\">{_e(entry.get('status'))}</span></td>"
+                            f"<td>{body}</td></tr>")
         desc = f"{out.get('kind', 'generic')}" + (f", shape {out['shape']}" if out.get("shape") else "")
         html_parts.append(f"<h3>{_e(name)} <span class=meta>({_e(desc)})</span></h3><table>{''.join(rows)}</table>")
     return "\n".join(html_parts)

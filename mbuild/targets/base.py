@@ -17,6 +17,11 @@ Example::
         def convert(self, ctx): ...   # writes into ctx.out_dir, returns a Variant
         def run(self, ctx, artifact, inputs): ...  # returns a RunResult
         def lint(self, ctx, artifact): ...  # returns a list of LintResult
+
+Optional hooks the check step calls when a runtime has them: ``proxy`` (a stand-in run where the
+artifact cannot run here), ``attribute_error`` (which layers a quantization hurt) and ``also_check``
+(second runs of the same artifact, e.g. another consumer or other device settings, each judged on
+its own and recorded under ``also_checked``, never as the check's verdict).
 """
 from __future__ import annotations
 
@@ -167,6 +172,7 @@ class Runtime(ABC):
     packages: ClassVar[tuple[str, ...]] = ()  # distributions whose versions are task dependencies
     extra: ClassVar[str] = ""  # pip extra that installs them
     loadable_suffixes: ClassVar[tuple[str, ...]] = ()  # companion files an app may load instead; check: runs them
+    check_options: ClassVar[tuple[str, ...]] = ()  # target keys only check: reads (out of the variant's digest)
 
     def parse_options(self, target: "TargetConfig") -> Any:
         """Typed config from the target's runtime-specific keys (schema-checked already)."""
@@ -185,6 +191,10 @@ class Runtime(ABC):
         from mbuild._io import dist_versions
 
         return dist_versions(self.packages)
+
+    def check_versions(self, target: "TargetConfig") -> dict[str, str]:
+        """Versions of what only check: runs for this target (e.g. a second consumer); its task digest."""
+        return {}
 
     def conversion(self, manifest: "Manifest", target: "TargetConfig", recipe: "RecipeConfig") -> Conversion | None:
         """The base conversion this target and recipe derive from, or None. Must not import an SDK."""

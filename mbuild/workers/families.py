@@ -25,6 +25,7 @@ PRELOAD = {
     "onnxruntime": ("numpy", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxslim",
                     "onnxruntime.tools.mobile_helpers.usability_checker", "onnxruntime.transformers.float16",
                     "mbuild.targets.onnxruntime.runtime", "mbuild.steps"),
+    "ncnn": ("numpy", "torch", "ncnn", "pnnx", "mbuild.targets.ncnn.runtime", "mbuild.steps"),
     "bundle": ("numpy", "mbuild.bundle.build"),
 }
 # coremltools imports TensorFlow and scikit-learn at import time to offer their frontends; a PyTorch

@@ -29,10 +29,14 @@ WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulI
               "QLinearMatMul", "LSTM", "GRU", "RNN", "Attention", "Embedding", "Gather"}
 
 
+SECOND_CONSUMERS = ("opencv",)  # what ``also_check`` may name (schema: onnxruntime_target.also_check)
+
+
 @dataclass(frozen=True)
 class OnnxRuntimeConfig:
     ort_format: bool = True
     opset: int | None = None
+    also_check: tuple[str, ...] = ()  # second consumers run on the same .onnx by check: (see opencv.py)
 
 
 class OnnxRuntime(Runtime):
@@ -47,9 +51,24 @@ class OnnxRuntime(Runtime):
     packages = ("onnxruntime", "onnx", "onnxslim")
     extra = "onnxruntime"
     loadable_suffixes = (".onnx", ".ort")  # check: runs model.ort too: it is what ONNX Runtime Mobile loads
+    check_options = ("also_check",)  # read by check: only; editing them re-runs the check, not the variant
 
     def parse_options(self, target) -> OnnxRuntimeConfig:
-        return OnnxRuntimeConfig(**target.options)
+        options = dict(target.options)
+        consumers = tuple(options.pop("also_check", ()) or ())
+        unknown = [c for c in consumers if c not in SECOND_CONSUMERS]
+        if unknown:
+            raise ValueError(f"also_check: {unknown[0]!r} is not a consumer mbuild runs; use one of "
+                             f"{', '.join(SECOND_CONSUMERS)}")
+        return OnnxRuntimeConfig(**options, also_check=consumers)
+
+    def check_versions(self, target) -> dict[str, str]:
+        """Versions of the second consumers the check runs (its task digest)."""
+        from mbuild._io import dist_versions
+        from mbuild.targets.onnxruntime.opencv import DIST
+
+        consumers = tuple(target.options.get("also_check") or ())
+        return dist_versions([DIST]) if "opencv" in consumers else {}
 
     def check_target(self, manifest, target, recipe):
         q = recipe.quantize
@@ -215,6 +234,14 @@ class OnnxRuntime(Runtime):
         outputs, latencies = run_session(sess, inputs, list(ctx.manifest.outputs), timed=True)
         return RunResult(outputs=outputs, latency_ms=latencies,
                          runtime=f"onnxruntime {_version('onnxruntime')} (CPUExecutionProvider, 1 thread)")
+
+    def also_check(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray],
+                   outputs: dict[str, np.ndarray]) -> dict:
+        """The target's second consumers on the same .onnx, each judged on its own (never the check's verdict)."""
+        from mbuild.targets.onnxruntime.opencv import check_with_opencv
+
+        cfg = ctx.options if isinstance(ctx.options, OnnxRuntimeConfig) else self.parse_options(ctx.target)
+        return {name: check_with_opencv(ctx, artifact, inputs, outputs) for name in cfg.also_check}
 
     # -- lint --------------------------------------------------------------------------------------
     def lint(self, ctx: BuildContext, artifact: Path) -> list[LintResult]:
