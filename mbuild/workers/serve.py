@@ -30,13 +30,17 @@ def _die_with_parent() -> None:
 
 
 def _interrupt(signum, frame):
+    """Stop the step once: Ctrl-C (SIGINT) and the worker's SIGTERM after the hang-up both arrive, and a
+    second KeyboardInterrupt inside the first one's finally-blocks would leave its staging folder behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def _child(request: dict) -> int:
     """Run one step in this forked child with its output in the task's log file."""
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, finally-blocks clean up
+    signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C: KeyboardInterrupt, finally-blocks clean up
     signal.signal(signal.SIGTERM, _interrupt)  # the client hung up: the same clean stop
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
