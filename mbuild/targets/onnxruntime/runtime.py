@@ -385,6 +385,8 @@ ATTRIBUTION_BYTES = 1 << 30  # the debugging tools keep every activation of ever
 
 def attribution_samples(model_path: Path) -> int:
     """As many samples (up to ATTRIBUTION_SAMPLES) as fit ATTRIBUTION_BYTES of collected activations."""
+    import math
+
     import onnx
 
     try:
@@ -393,7 +395,7 @@ def attribution_samples(model_path: Path) -> int:
         for v in inferred.graph.value_info:
             dims = [d.dim_value for d in v.type.tensor_type.shape.dim]
             if dims and all(d > 0 for d in dims):
-                elements += int(np.prod(dims))
+                elements += math.prod(dims)
     except Exception:  # noqa: BLE001 - unknown sizes: the smallest useful sample
         return 4
     per_sample = max(1, elements) * 4 * 3
