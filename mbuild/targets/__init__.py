@@ -16,6 +16,7 @@ RUNTIMES = {
     "onnxruntime": "mbuild.targets.onnxruntime.runtime:OnnxRuntime",
     "tflite": "mbuild.targets.tflite.runtime:TFLiteRuntime",
     "coreml": "mbuild.targets.coreml.runtime:CoreMLRuntime",
+    "executorch": "mbuild.targets.executorch.runtime:ExecuTorchRuntime",
 }
 
 
