@@ -113,6 +113,7 @@ def test_quantization_and_audit_state_what_was_applied(built):
     assert fp32.io["inputs"] == [{"name": "image", "shape": [1, 1, 8, 8], "dtype": "float32"}]
 
 
+@pytest.mark.slow  # two PT2E + lowering runs: ~10-40 s on the 2-core build machine
 def test_lowering_is_byte_identical(tmp_path):
     import torch
 
@@ -201,6 +202,9 @@ def test_mostly_portable_program_is_flagged(tmp_path):
     assert report.details["portable_compute_share"] > 0.5
     assert "portable kernels" in report.details["flag"] and "aten.cumsum" in report.details["flag"]
     assert {o["op"] for o in report.offenders} >= {"aten.cumsum"}
+    from mbuild.steps import lint_flags
+
+    assert lint_flags([report.to_dict()]) == [f"executorch_xnnpack: {report.details['flag']}"]  # a variant warning
 
 
 # -- partitioners that lower here but cannot run here ------------------------------------------------
