@@ -9,7 +9,6 @@ Vulkan) are ``skipped`` with the reason, never passed. The lint is the delegatio
 from __future__ import annotations
 
 import difflib
-import logging
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -21,8 +20,6 @@ from mbuild.workers import phase
 
 if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
     import numpy as np
-
-log = logging.getLogger(__name__)
 
 ARTIFACT = "model.pte"
 DELEGATION = "delegation.json"  # the lowering's delegation summary, read by lint (not shipped)
