@@ -263,33 +263,45 @@ def _activate(s: np.ndarray, activation: str) -> np.ndarray:
     return s
 
 
+def _matches(found: list[tuple], other: list[tuple], need: float) -> list[float]:
+    """IoU of each detection in ``found`` (best first) that takes its best unused same-class one in ``other``."""
+    free, ious = list(range(len(other))), []
+    for box, c, _ in found:
+        cand = [j for j in free if other[j][1] == c]
+        if not cand:
+            continue
+        iou = box_iou(box[None], np.stack([other[j][0] for j in cand]))[0]
+        if iou.max() >= need:
+            free.remove(cand[int(iou.argmax())])
+            ious.append(float(iou.max()))
+    return ious
+
+
 def detection(ref: dict, out: dict, name: str, decl: dict) -> dict:
+    """Recall, precision and matched-box IoU as docs/recipes.md defines them.
+
+    A detection is looked for on the other side decoded with the threshold lowered by score_margin
+    (default 0.05): a score that only jitters across the threshold is neither lost nor invented.
+    """
     parts = decl["parts"]
     bp, sp = parts["boxes"], parts["scores"]
     thr, nms = decl.get("score_threshold", 0.25), decl.get("iou_threshold", 0.45)
-    need = decl.get("match_iou", 0.5)
+    need, margin = decl.get("match_iou", 0.5), decl.get("score_margin", 0.05)
     src = lambda arrays, p: arrays[p.get("output", name)]  # noqa: E731
-    total_ref = total_out = 0
+    total_ref = total_out = precise = 0
     matched: list[float] = []
     for s in range(len(ref[name])):
-        dets = []
+        decoded = []
         for arrays in (ref, out):
             b = as_xyxy(_slice(src(arrays, bp), bp)[s].astype(np.float64), bp.get("format", "xyxy"))
             sc = _activate(_slice(src(arrays, sp), sp)[s].astype(np.float64), sp.get("activation", "none"))
-            dets.append(detections(b, sc, thr, nms))
-        r, o = dets
+            decoded.append((detections(b, sc, thr, nms), detections(b, sc, thr - margin, nms)))
+        (r, r_low), (o, o_low) = decoded
         total_ref, total_out = total_ref + len(r), total_out + len(o)
-        free = list(range(len(o)))
-        for box, c, _ in r:  # reference detections best first, each takes its best unused same-class one
-            cand = [j for j in free if o[j][1] == c]
-            if not cand:
-                continue
-            ious = box_iou(box[None], np.stack([o[j][0] for j in cand]))[0]
-            if ious.max() >= need:
-                free.remove(cand[int(ious.argmax())])
-                matched.append(float(ious.max()))
+        matched += _matches(r, o_low, need)  # the reference's objects the variant still finds
+        precise += len(_matches(o, r_low, need))  # the variant's objects the reference also has
     return {"recall": len(matched) / total_ref if total_ref else None,
-            "precision": len(matched) / total_out if total_out else None,
+            "precision": precise / total_out if total_out else None,
             "box_iou": float(np.mean(matched)) if matched else None,
             "reference_detections": total_ref, "matched": len(matched)}
 

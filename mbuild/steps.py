@@ -248,9 +248,14 @@ def build_variant(ctx: BuildContext) -> dict:
     from mbuild.integrity import artifact_digests
     from mbuild.recipes.census import apply_census, size_flags
 
-    record["flags"] = apply_census(record, ctx.recipe) + size_flags(record, ctx)
+    record["flags"] = apply_census(record, ctx.recipe) + size_flags(record, ctx) + lint_flags(lints)
     record["digests"] = artifact_digests(ctx.out_dir, [variant.artifact, *variant.files])
     return record
+
+
+def lint_flags(lints: list[dict]) -> list[str]:
+    """A lint that found something the variant's user must hear about (``details.flag``) is a variant flag too."""
+    return [f"{lint['name']}: {lint['details']['flag']}" for lint in lints if (lint.get("details") or {}).get("flag")]
 
 
 def run_check(manifest: Manifest, target_name: str) -> dict:

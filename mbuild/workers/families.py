@@ -26,6 +26,10 @@ PRELOAD = {
                     "onnxruntime.tools.mobile_helpers.usability_checker", "onnxruntime.transformers.float16",
                     "mbuild.targets.onnxruntime.runtime", "mbuild.steps"),
     "ncnn": ("numpy", "torch", "ncnn", "pnnx", "mbuild.targets.ncnn.runtime", "mbuild.steps"),
+    "executorch": ("numpy", "torch", "mbuild.targets.executorch.lower", "executorch.exir",
+                   "executorch.backends.xnnpack.partition.xnnpack_partitioner",
+                   "executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "torchao.quantization.pt2e.quantize_pt2e",
+                   "executorch.runtime", "mbuild.targets.executorch.runtime", "mbuild.steps"),
     "bundle": ("numpy", "mbuild.bundle.build"),
 }
 # coremltools imports TensorFlow and scikit-learn at import time to offer their frontends; a PyTorch

@@ -1,0 +1,188 @@
+"""PyTorch module -> ``.pte``: torch.export, optional PT2E static int8, lowering with one partitioner.
+
+torch 2.13 removed ``torch.ao.quantization.quantize_pt2e`` and ``torch.export.export_for_training``:
+quantization goes through ``torchao.quantization.pt2e`` and ``torch.export.export(...).module()``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+
+from mbuild.errors import BuildError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+# Partitioner -> the ExecuTorch backend id its delegate calls name (what a runtime must register).
+BACKENDS = {"xnnpack": "XnnpackBackend", "coreml": "CoreMLBackend", "vulkan": "VulkanBackend"}
+WEIGHT_OPS = {"convolution", "linear", "addmm", "mm", "bmm", "matmul", "conv2d", "conv1d", "embedding"}
+
+
+@contextlib.contextmanager
+def quiet():
+    """Keep ExecuTorch's import-time and lowering noise (Python and C++ alike) out of our output.
+
+    torchao prints missing CUDA kernels, the C++ runtime logs CPU probing to file descriptor 2 and
+    the Vulkan partitioner logs through the root logger; the reporter says what happened instead.
+    """
+    import sys
+    import warnings
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            logging.disable(logging.NOTSET)
+
+
+def require_executorch() -> None:
+    """Import executorch's exir once (quietly), or say how to install it."""
+    try:
+        with quiet():
+            import executorch.exir  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("executorch", "executorch", "The executorch runtime") from None
+
+
+def export(module, example: tuple):
+    """``torch.export`` of the source module at the manifest's static shapes."""
+    import torch
+
+    try:
+        with quiet():
+            return torch.export.export(module, example)
+    except Exception as e:  # noqa: BLE001 - any export failure is a build failure with its cause
+        raise BuildError(f"torch.export failed: {type(e).__name__}: {str(e)[:800]}") from e
+
+
+def quantize_static(module, example: tuple, calibration: list[tuple], per_channel: bool = True):
+    """PT2E static int8 with the XNNPACK quantizer (symmetric weights), calibrated on ``calibration``."""
+    import torch
+    try:
+        with quiet():
+            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                XNNPACKQuantizer,
+                get_symmetric_quantization_config,
+            )
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+            graph = torch.export.export(module, example).module()
+            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel))
+            prepared = prepare_pt2e(graph, quantizer)
+            with torch.no_grad():
+                for args in calibration:
+                    prepared(*args)
+            converted = convert_pt2e(prepared)
+            return torch.export.export(converted, example)
+    except Exception as e:  # noqa: BLE001
+        raise BuildError(f"PT2E static int8 (XNNPACK quantizer) failed: {type(e).__name__}: {str(e)[:800]}") from e
+
+
+def partitioner_for(name: str, min_os: str | None = None):
+    """The ExecuTorch partitioner object for ``xnnpack`` | ``coreml`` | ``vulkan``."""
+    if name == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return XnnpackPartitioner()
+    if name == "vulkan":
+        from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
+
+        return VulkanPartitioner()
+    if name == "coreml":
+        from mbuild.workers.families import lean_coremltools
+
+        try:
+            with lean_coremltools():  # without the TensorFlow frontend coremltools probes for
+                import coremltools as ct
+                from executorch.backends.apple.coreml.compiler import CoreMLBackend
+                from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+        except ImportError:
+            raise MissingDependencyError("coremltools", "coreml", "The executorch Core ML partitioner") from None
+        major = int(str(min_os or "17").split(".")[0])
+        target = getattr(ct.target, f"iOS{major}", ct.target.iOS17)
+        specs = CoreMLBackend.generate_compile_specs(minimum_deployment_target=target)
+        return CoreMLPartitioner(compile_specs=specs)
+    raise ValueError(f"unknown partitioner {name!r}")
+
+
+def lower(program, partitioner: str, min_os: str | None = None):
+    """``to_edge_transform_and_lower`` with one partitioner; returns (delegation summary, .pte bytes)."""
+    from mbuild.targets.executorch.delegation import summarize
+
+    try:
+        with quiet():
+            from executorch.exir import to_edge_transform_and_lower
+
+            edge = to_edge_transform_and_lower(program, partitioner=[partitioner_for(partitioner, min_os)])
+            delegation = summarize(edge.exported_program())  # before to_executorch rewrites ops to out variants
+            buffer = edge.to_executorch().buffer
+    except (MissingDependencyError, BuildError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise BuildError(f"ExecuTorch lowering with the {partitioner} partitioner failed: "
+                         f"{type(e).__name__}: {str(e)[:800]}") from e
+    return delegation, bytes(buffer)
+
+
+def weight_tensors(program) -> list:
+    """Weights of the exported program (before lowering) with their storage type and consuming op.
+
+    The lowered weights live inside the delegate's payload, which ExecuTorch does not read back;
+    this is the program the partitioner received, so int8 here is what the delegate was given.
+    """
+    from torch.export.graph_signature import InputKind
+
+    from mbuild.recipes.audit import WeightTensor
+
+    stored = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)
+    names = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs if spec.kind in stored}
+    values = {**program.state_dict, **getattr(program, "constants", {})}
+    tensors = []
+    for node in program.graph.nodes:
+        if node.op != "placeholder" or node.name not in names or not node.users:
+            continue  # unused parameters (e.g. a BatchNorm folded into its conv by the quantizer) ship nowhere
+        value = values.get(names[node.name])
+        if value is None or value.dim() < 2:
+            continue
+        op, consumer = _consumer(node)
+        if op not in WEIGHT_OPS:
+            continue
+        dtype = str(value.dtype).replace("torch.", "")
+        tensors.append(WeightTensor(names[node.name], op, dtype, int(value.numel()),
+                                    int(value.numel() * value.element_size()), consumer))
+    return tensors
+
+
+def _consumer(node, depth: int = 0) -> tuple[str, str]:
+    """The op reading a weight, looking through dequantize / permute / view nodes."""
+    for user in node.users:
+        name = _op_name(user.target)
+        if depth < 3 and any(k in name for k in ("dequantize", "permute", "view", "transpose", "t.default")):
+            return _consumer(user, depth + 1)
+        return name.split(".")[1] if name.count(".") >= 1 else name, user.name
+    return "const", ""
+
+
+def _op_name(target) -> str:
+    """'aten.convolution.default' for an op overload, the function name otherwise."""
+    name = getattr(target, "name", None)
+    if callable(name):
+        try:
+            return str(name()).replace("::", ".")
+        except Exception:  # noqa: BLE001
+            pass
+    return str(getattr(target, "__name__", target))
