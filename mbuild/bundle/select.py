@@ -29,7 +29,7 @@ NNAPI_MIN_API = 27  # Android 8.1 introduced NNAPI
 NNAPI_MAX_API = 34  # deprecated from Android 15 (API 35)
 REQUIREMENT_KEYS = ("platform", "min_os", "max_os", "min_api", "max_api", "accelerator", "ram_mb_min",
                     "soc_allow", "soc_deny")
-ACCELERATORS = ("ane", "gpu", "nnapi", "cpu")
+ACCELERATORS = ("ane", "gpu", "nnapi", "cpu", "any")  # any: uses what the device has (Core ML compute_units all)
 
 SELECTION_ALGORITHM = """\
 1. Gather the device's properties: platform ("ios", "android" or anything else), iOS version \
@@ -42,7 +42,7 @@ its validation.status is "failed".
 platform; min_os <= iOS version <= max_os (compare dotted versions number by number, a missing part \
 counts as 0); min_api <= API level <= max_api (integers); accelerator "ane" needs the Neural Engine \
 usable by Core ML, "gpu" needs a GPU, "nnapi" needs NNAPI usable on the device's current API level, \
-"cpu" always holds; RAM in MB >= ram_mb_min; the SoC is in soc_allow when soc_allow is non-empty; \
+"cpu" and "any" (Core ML compute_units all: whatever the device has) always hold; RAM in MB >= ram_mb_min; the SoC is in soc_allow when soc_allow is non-empty; \
 the SoC is not in soc_deny. A requirement whose device property is unknown does not hold, except \
 RAM: an unknown RAM size is assumed sufficient. A null requirement always holds.
 4. The first matching variant wins: load its file.
@@ -128,7 +128,7 @@ def _check_api(req: dict, props: dict) -> list[str]:
 def _check_accelerator(req: dict, props: dict, api_reasons: bool) -> list[str]:
     """Accelerator presence; for NNAPI an API-level reason already given is not repeated."""
     acc = req.get("accelerator")
-    if acc in (None, "cpu"):
+    if acc in (None, "cpu", "any"):
         return []
     label = _device_label(props)
     if acc == "ane":

@@ -257,3 +257,14 @@ def test_select_cli_table_and_json(tmp_path):
     assert doc["variant"] == "android-gpu" and doc["device"]["api_level"] == 35
     assert [r["variant"] for r in doc["rejected"]] == ["ios-ane", "ios-gpu", "android-nnapi"]
     assert "NNAPI deprecated" in doc["rejected"][2]["reason"]
+
+
+def test_a_core_ml_variant_for_all_compute_units_is_chosen_without_an_accelerator_check():
+    """compute_units: all records accelerator "any": Core ML uses what the device has, even a phone without ANE."""
+    bundle = make_bundle()
+    bundle["variants"].insert(0, {"id": "ios-all", "file": "ios-all/model", "runtime": "coreml", "flops": 100_000,
+                                  "requirements": {"platform": "ios", "min_os": "15.0", "accelerator": "any"},
+                                  "validation": {"status": "passed"}})
+    bundle["selection"]["order"] = ["ios-all", *ORDER]
+    assert select(bundle, device_properties(get_device("iphone-7"))).variant_id == "ios-all"
+    assert check_requirements({"accelerator": "any"}, device_properties(get_device("iphone-7"))) == []
