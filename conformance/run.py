@@ -124,6 +124,13 @@ def _key_metric(metrics: dict) -> str:
                          f"precision {_num(m.get('precision'))}")
         elif "top1_agreement" in m:
             parts.append(f"{label}top-1 agreement {_num(m['top1_agreement'])}")
+        elif "mask_iou" in m:
+            parts.append(f"{label}mask IoU {_num(m['mask_iou'])} (worst {_num(m.get('mask_iou_worst'))}), "
+                         f"pixel agreement {_num(m.get('pixel_agreement'), 4)}")
+        elif "range_error" in m:
+            parts.append(f"{label}range error {_num(m['range_error'], 4)}")
+        if "stream_cosine" in m:
+            parts.append(f"{label}stream cosine {_num(m['stream_cosine'], 4)} over {m.get('stream_steps')} steps")
     cosines = [m["cosine"] for m in metrics.values() if m.get("cosine") is not None]
     if cosines:
         parts.append(f"cosine {min(cosines):.4f}")
@@ -275,7 +282,8 @@ layers that hurt most kept in float, one at a time, until the tolerance holds; t
 over int8, int8-keep, fp16, fp32 (the smallest candidate that passes; the cell names the one chosen).
 Key metric: each output's task metric against the source's fp32 reference where its kind has one
 (exact match and character error rate of the CTC-decoded text; recall, matched-box IoU and precision of the
-decoded detections; top-1 agreement of a classifier; "n/a": the metric does not apply, e.g. box IoU with no
+decoded detections; top-1 agreement of a classifier; mask IoU and pixel agreement of a thresholded map; range
+error of a regression; the cosine over a stream fed back its own state; "n/a": the metric does not apply, e.g. box IoU with no
 detection matched), then the lowest cosine over the outputs, artifact size and the median host latency.
 Tolerances: mbuild's defaults by recipe family and output kind (docs/recipes.md), tensor limits applied to
 each part of a detection output too, plus the manifest's own; "out of tolerance" is a measured result with
