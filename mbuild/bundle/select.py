@@ -42,7 +42,8 @@ its validation.status is "failed".
 platform; min_os <= iOS version <= max_os (compare dotted versions number by number, a missing part \
 counts as 0); min_api <= API level <= max_api (integers); accelerator "ane" needs the Neural Engine \
 usable by Core ML, "gpu" needs a GPU, "nnapi" needs NNAPI usable on the device's current API level, \
-"cpu" and "any" (Core ML compute_units all: whatever the device has) always hold; RAM in MB >= ram_mb_min; the SoC is in soc_allow when soc_allow is non-empty; \
+"cpu" and "any" (Core ML compute_units all: whatever the device has) always hold; RAM in MB >= ram_mb_min; \
+the SoC is in soc_allow when soc_allow is non-empty; \
 the SoC is not in soc_deny. A requirement whose device property is unknown does not hold, except \
 RAM: an unknown RAM size is assumed sufficient. A null requirement always holds.
 4. The first matching variant wins: load its file.

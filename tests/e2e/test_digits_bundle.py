@@ -158,3 +158,12 @@ def test_recipe_auto_records_every_candidate(digits):
     assert attempts[search["chosen"]]["size_bytes"] <= 1.1 * min(a["size_bytes"] for a in attempts.values())
     out = run_mbuild("inspect", str(project / BUNDLE)).stdout
     assert "recipe: auto search chose" in out and all(name in out for name in attempts)
+
+
+def test_a_second_doit_on_the_whole_matrix_runs_nothing(digits_full_project):
+    """Every runtime's check leaves its variant untouched (a Core ML proxy once rewrote the package's Manifest.json
+    and wrote scratch files into the variant, so ios-ane-w8 rebuilt on every run)."""
+    from tests.conftest import executed_tasks, run_doit
+
+    proc = run_doit(digits_full_project, check=True)
+    assert executed_tasks(proc.stdout) == set(), proc.stdout

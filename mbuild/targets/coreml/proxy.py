@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +42,18 @@ def proxy_run(ctx: BuildContext, inputs: dict[str, np.ndarray], package: Path | 
     compressed = ctx.recipe.quantize or ctx.recipe.palettize or ctx.recipe.prune
     how = "fp32"
     emulated = ""
-    if compressed:
-        model, placed = with_package_weights(model, package or ctx.out_dir / "model.mlpackage",
-                                             ctx.work_dir / "proxy_weights.onnx")
-        emulated = f" with the package's {placed} decompressed weight tensor(s) in place of the float ones"
-    if ctx.recipe.precision == "fp16":
-        model, how = fp16_copy(model, ctx.work_dir / "proxy_fp16.onnx")
-    outputs = run_session(session(model), inputs, list(ctx.manifest.outputs))
+    # Scratch outside the variant folder: a check must not change what the variant step wrote (its outputs are
+    # checked as intact), and coremltools rewrites the Manifest.json of a package it opens, so it gets a copy.
+    with tempfile.TemporaryDirectory(prefix="mbuild-proxy-") as tmp:
+        scratch = Path(tmp)
+        if compressed:
+            copy = scratch / "model.mlpackage"
+            shutil.copytree(package or ctx.out_dir / "model.mlpackage", copy)
+            model, placed = with_package_weights(model, copy, scratch / "proxy_weights.onnx")
+            emulated = f" with the package's {placed} decompressed weight tensor(s) in place of the float ones"
+        if ctx.recipe.precision == "fp16":
+            model, how = fp16_copy(model, scratch / "proxy_fp16.onnx")
+        outputs = run_session(session(model), inputs, list(ctx.manifest.outputs))
     outputs = {k: np.asarray(v, dtype=np.float32) for k, v in outputs.items()}
     runtime = (f"proxy: onnxruntime {_version('onnxruntime')} CPU on the canonical ONNX at {how}{emulated} "
                f"(not Core ML; estimate only)")
