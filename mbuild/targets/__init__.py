@@ -17,6 +17,7 @@ RUNTIMES = {
     "tflite": "mbuild.targets.tflite.runtime:TFLiteRuntime",
     "coreml": "mbuild.targets.coreml.runtime:CoreMLRuntime",
     "ncnn": "mbuild.targets.ncnn.runtime:NcnnRuntime",
+    "tfjs": "mbuild.targets.tfjs.runtime:TfjsRuntime",
 }
 
 

@@ -26,6 +26,7 @@ PRELOAD = {
                     "onnxruntime.tools.mobile_helpers.usability_checker", "onnxruntime.transformers.float16",
                     "mbuild.targets.onnxruntime.runtime", "mbuild.steps"),
     "ncnn": ("numpy", "torch", "ncnn", "pnnx", "mbuild.targets.ncnn.runtime", "mbuild.steps"),
+    "tfjs": ("numpy", "tensorflow", "keras", "mbuild.targets.tfjs.runtime", "mbuild.steps"),  # tensorflowjs: its own process
     "bundle": ("numpy", "mbuild.bundle.build"),
 }
 # coremltools imports TensorFlow and scikit-learn at import time to offer their frontends; a PyTorch
