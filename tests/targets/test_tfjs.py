@@ -110,7 +110,10 @@ def test_fp32_graph_model_matches_the_reference_in_node_on_wasm(built, keras_dig
     names = sorted(p.name for p in artifact.iterdir())
     assert names[-1] == "model.json" and all(n.startswith("group1-shard") for n in names[:-1])
     assert variant.audit["status"] == "not_requested" and list(variant.audit["by_dtype"]) == ["float32"]
-    assert variant.io["signature_inputs"] == ["image"] and variant.io["signature_outputs"] == ["logits"]
+    assert [e["key"] for e in variant.io["inputs"]] == ["image"] and variant.io["layout_changes"] == []
+    assert [e["key"] for e in variant.io["outputs"]] == ["logits"]
+    meta = json.loads((artifact / "model.json").read_text())["userDefinedMetadata"]["mbuild"]
+    assert meta["io"]["inputs"] == variant.io["inputs"] and meta["recipe"] == "fp32"
 
 
 def test_uint8_weights_only_is_recorded_as_such_and_stays_within_a_point(built, keras_digits):
@@ -177,15 +180,31 @@ def _validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
                           text=True, cwd=project, timeout=120)
 
 
-def test_validate_accepts_the_recipes_and_refuses_static_int8_and_pytorch(tmp_path):
+def test_validate_accepts_the_recipes_and_refuses_static_int8(tmp_path):
     ok = _validate(tmp_path / "ok", _manifest_text())
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = _validate(tmp_path / "int8", _manifest_text("targets:\n  web: {runtime: tfjs, recipe: int8}\n"))
     message = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "Traceback" not in message
     assert "targets.web" in message and "tfjs quantizes weights only" in message
-    torch_text = (_manifest_text("targets:\n  web: {runtime: tfjs, recipe: fp32}\n")
-                  .replace("tensorflow: {model: ../examples/keras/model.keras}",
-                           "pytorch: {model: ../examples/digits/model.py:DigitsCNN, weights: ../examples/digits/weights.pt}"))
-    pt = _validate(tmp_path / "pt", torch_text)
-    assert pt.returncode != 0 and "runtime 'tfjs' cannot be built from a pytorch source" in pt.stdout + pt.stderr
+
+
+@pytest.mark.slow
+def test_pytorch_source_through_onnx2tfs_saved_model(tmp_path):
+    """PyTorch (NCHW) -> canonical ONNX -> onnx2tf's SavedModel (NHWC) -> tfjs: run() transposes, matches."""
+    _needs_tfjs()
+    from tests.conftest import DIGITS_CPU, make_project
+
+    head, _, tail = DIGITS_CPU.partition("targets:\n")
+    text = head + "targets:\n  web: {runtime: tfjs, recipe: fp32}\n" + tail[tail.index("validate:"):]
+    project = make_project(tmp_path / "p", {"m.yaml": text})
+    manifest = load_manifest(project / "manifests" / "m.yaml")
+    build_source(manifest, tmp_path / "source")
+    ctx = _ctx(manifest, tmp_path / "source", "web", tmp_path / "v")
+    variant = get_runtime("tfjs").convert(ctx)
+    assert "onnx2tf" in variant.details["converter"]["from"]
+    (change,) = variant.io["layout_changes"]
+    assert (change["side"], change["from"], change["to"], change["perm"]) == ("input", [1, 1, 8, 8], [1, 8, 8, 1],
+                                                                             [0, 2, 3, 1])
+    result = get_runtime("tfjs").run(ctx, tmp_path / "v" / variant.artifact, ctx.validation_inputs())
+    assert np.abs(result.outputs["logits"] - _reference(tmp_path / "source")).max() < 1e-4

@@ -1,4 +1,7 @@
-"""``python -m mbuild.targets.tfjs.converter_main ARGS``: tensorflowjs's converter with two absent imports stood in.
+"""``python -m mbuild.targets.tfjs.converter_main JSON``: tensorflowjs's converter, with two absent imports stood in.
+
+JSON is a list of converter argument lists, run one after another in this process (TensorFlow is
+imported once for a variant and its fp32 sibling).
 
 tensorflowjs 4.22 imports ``tensorflow_decision_forests`` (whose releases pin TF <= 2.19) and
 ``tensorflow_hub`` (which needs ``pkg_resources``, gone from setuptools 81+) at import time, but a
@@ -28,7 +31,7 @@ def stand_in_missing() -> list[str]:
     return placed
 
 
-def main(argv: list[str]) -> int:
+def main(commands: list[list[str]]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     placed = stand_in_missing()
@@ -36,9 +39,12 @@ def main(argv: list[str]) -> int:
         print(f"mbuild: empty stand-ins for {', '.join(placed)} (not used by SavedModel conversion)", file=sys.stderr)
     from tensorflowjs.converters import converter
 
-    converter.convert(argv)
+    for argv in commands:
+        converter.convert(argv)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    import json
+
+    sys.exit(main(json.loads(sys.argv[1])))

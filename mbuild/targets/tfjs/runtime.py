@@ -1,10 +1,10 @@
 """Runtime ``tfjs``: TensorFlow.js graph models (``model.tfjs/``: model.json + weight shards) for the web.
 
-Built from TensorFlow/Keras sources only, through a SavedModel carrying the manifest's names and
-tensorflowjs 4.22's converter. Recipes: fp32, fp16 weights and uint8/uint16 weight-only
+Converted by tensorflowjs 4.22 from a SavedModel: a TensorFlow/Keras source's own (with the manifest's
+names), or onnx2tf's of the canonical ONNX for PyTorch and ONNX sources (channels-last, transposed by
+``run`` and apps as model.json records). Recipes: fp32, fp16 weights and uint8/uint16 weight-only
 quantization (per-tensor affine, dequantized to float32 when the model loads: files shrink, inference
-is not faster). PyTorch and ONNX sources are refused: mbuild has no SavedModel of them (its
-onnx2tf route writes a .tflite only). The check runs the model in Node with @tensorflow/tfjs 4.22
+is not faster). The check runs the model in Node with @tensorflow/tfjs 4.22
 on the wasm backend (what a browser app uses on the CPU); the bundle records that backend.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo
     import numpy as np
 
 ARTIFACT = "model.tfjs"  # a folder: model.json (graph + weight manifest) + group1-shard*of*.bin, what an app loads
+SIBLING = "sibling_fp32.tfjs"  # fp32 weights next to a quantized variant, kept (not shipped) to compare
 DEFAULT_SHARD_BYTES = 4 * 1024 * 1024  # tensorflowjs's default: browsers cache 4 MB files well
 CHECK_BACKEND = "wasm"
 WEIGHT_BYTES = {"float32": 4, "int32": 4, "float16": 2, "uint16": 2, "uint8": 1}
@@ -36,15 +37,15 @@ class TfjsConfig:
 
 
 class TfjsRuntime(Runtime):
-    """TensorFlow.js graph model: fp32, fp16 or uint8/uint16 weights; validated in Node on wasm."""
+    """TensorFlow.js graph model: fp32, fp16 or uint8/uint16 weights; checked in Node on wasm."""
 
     name = "tfjs"
     format = "tfjs"
     suffix = ".tfjs"
     platform = "web"
-    sources = frozenset({"tensorflow"})
+    sources = frozenset({"tensorflow", "pytorch", "onnx"})  # PyTorch/ONNX through onnx2tf's SavedModel
     features = frozenset({"fp32", "fp16", "weight-only-uint8", "weight-only-uint16"})
-    packages = ("tensorflowjs", "tensorflow", "tf-keras")
+    packages = ("tensorflowjs", "tensorflow", "tf-keras", "onnx2tf")
     extra = "tfjs"
 
     def parse_options(self, target) -> TfjsConfig:
@@ -89,33 +90,44 @@ class TfjsRuntime(Runtime):
         """SavedModel -> tensorflowjs graph model in ``model.tfjs/``; a quantized recipe also writes the fp32 sibling."""
         from mbuild.recipes.audit import make_audit
         from mbuild.targets.tfjs import convert as conv
+        from mbuild.targets.tfjs.io import layout_changes, plan_io
         from mbuild.workers import phase
 
         cfg = ctx.options if isinstance(ctx.options, TfjsConfig) else self.parse_options(ctx.target)
         weights = _weights(ctx.recipe)
-        phase("exporting the SavedModel (manifest names)")
-        folder, signature = conv.saved_model(ctx)
-        phase(f"converting with tensorflowjs ({weights or 'float32'} weights)")
-        out = ctx.out_dir / ARTIFACT
-        shutil.rmtree(out, ignore_errors=True)
-        facts = conv.convert(ctx, folder, signature, out, weights, cfg.shard_size_bytes)
-        manifest_json = json.loads((out / "model.json").read_text())
-        census = weight_census(manifest_json)
-        stored = {"fp16": "float16", "uint8": "uint8", "uint16": "uint16"}.get(weights or "", None)
-        audit = make_audit(stored if weights in ("uint8", "uint16") else ("fp16" if weights == "fp16" else None),
-                           census)
-        details = {"converter": facts, "bytes": _size(out), "shards": len(_shards(manifest_json)),
-                   "shard_size_bytes": cfg.shard_size_bytes, "versions": self.versions(),
-                   "signature": manifest_json.get("signature", {})}
+        phase(f"making the SavedModel ({ctx.manifest.source.kind} source)")
+        folder, signature, made = conv.saved_model(ctx)
+        out, sibling = ctx.out_dir / ARTIFACT, ctx.out_dir / SIBLING
+        jobs = [(out, weights)] + ([(sibling, None)] if weights else [])  # the sibling: for the size/latency comparison
+        for path, _ in jobs:
+            shutil.rmtree(path, ignore_errors=True)
+        phase(f"converting with tensorflowjs ({weights or 'float32'} weights{', and the fp32 sibling' if weights else ''})")
+        facts = {**conv.convert(folder, signature, jobs, cfg.shard_size_bytes), **made}
+        shapes = {n: tuple(r.shape[1:]) for n, r in ctx.reference_outputs().items()}
+        plans = {}
+        for path, _ in jobs:  # the I/O plan goes into each model.json, where run() and apps read it
+            model_json = json.loads((path / "model.json").read_text())
+            plans[path] = plan_io(ctx.manifest, model_json.get("signature", {}), shapes)
+            model_json["userDefinedMetadata"] = {"mbuild": {"format": 1, "name": ctx.manifest.name,
+                                                            "recipe": ctx.recipe.name, "io": plans[path]}}
+            (path / "model.json").write_text(json.dumps(model_json))
+        model_json = json.loads((out / "model.json").read_text())
+        requested = {"fp16": "fp16", "uint8": "uint8", "uint16": "uint16"}.get(weights or "")
+        audit = make_audit(requested, weight_census(model_json))
+        details = {"converter": facts, "bytes": _size(out), "shards": len(_shards(model_json)),
+                   "shard_size_bytes": cfg.shard_size_bytes, "check_backend": CHECK_BACKEND,
+                   "versions": self.versions()}
         if weights:
-            phase("converting the fp32 sibling (for the size and latency comparison)")
-            sibling = ctx.out_dir / "sibling_fp32.tfjs"
-            shutil.rmtree(sibling, ignore_errors=True)
-            conv.convert(ctx, folder, signature, sibling, None, cfg.shard_size_bytes)
-            details.update({"float_artifact": sibling.name, "float_bytes": _size(sibling)})
-        io = _io(ctx, manifest_json)
-        notes = [f"converted with {facts['converter']} from a {facts['from']}",
-                 f"weights in {details['shards']} shard(s) of at most {cfg.shard_size_bytes} bytes"]
+            details.update({"float_artifact": SIBLING, "float_bytes": _size(sibling)})
+        plan = plans[out]
+        io = {"inputs": plan["inputs"], "outputs": plan["outputs"], "layout_changes": layout_changes(plan),
+              "state_tensors": []}
+        notes = [f"converted with {facts['converter']} from {facts['from']}",
+                 f"weights in {details['shards']} shard(s) of at most {cfg.shard_size_bytes} bytes",
+                 "the I/O plan (signature keys, layout changes) is in model.json's userDefinedMetadata.mbuild"]
+        for change in io["layout_changes"]:
+            notes.append(f"onnx2tf changed {change['side']} {change['tensor']!r} from {change['from']} to "
+                         f"{change['to']}; run() and apps transpose with perm {change['perm']}")
         return Variant(artifact=ARTIFACT, format="tfjs", quantization=_quantization(weights, facts), audit=audit,
                        io=io, notes=notes, details=details)
 
@@ -123,12 +135,19 @@ class TfjsRuntime(Runtime):
     def run(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray]) -> RunResult:
         """Node + @tensorflow/tfjs on the wasm backend, one sample at a time; skipped with the reason if absent."""
         from mbuild.targets.tfjs import node
+        from mbuild.targets.tfjs.io import from_model, plan_io, to_model
 
         why = node.missing()
         if why:
-            return RunResult(outputs=None, runtime="tfjs (Node)", skipped_reason=why)
-        outputs, latencies, facts = node.run(Path(artifact), inputs, list(ctx.manifest.outputs), CHECK_BACKEND)
-        return RunResult(outputs=outputs, latency_ms=latencies,
+            return RunResult(outputs=None, runtime="@tensorflow/tfjs in Node (not run)", skipped_reason=why)
+        model_json = json.loads((Path(artifact) / "model.json").read_text())
+        plan = (model_json.get("userDefinedMetadata") or {}).get("mbuild", {}).get("io")
+        if plan is None:  # a graph model we did not write: derive the plan from the reference shapes
+            shapes = {n: tuple(r.shape[1:]) for n, r in ctx.reference_outputs().items()}
+            plan = plan_io(ctx.manifest, model_json.get("signature", {}), shapes)
+        keys = [e["key"] for e in plan["outputs"]]
+        produced, latencies, facts = node.run(Path(artifact), to_model(plan, inputs), keys, CHECK_BACKEND)
+        return RunResult(outputs=from_model(plan, produced), latency_ms=latencies,
                          runtime=f"@tensorflow/tfjs {facts['tfjs']} in Node ({facts['backend']} backend, CPU)")
 
     # -- lint --------------------------------------------------------------------------------------
@@ -176,14 +195,6 @@ def weight_census(model_json: dict) -> list:
 
 def _shards(model_json: dict) -> list[str]:
     return [p for group in model_json.get("weightsManifest", []) for p in group["paths"]]
-
-
-def _io(ctx: BuildContext, model_json: dict) -> dict:
-    sig = model_json.get("signature", {})
-    inputs = [{"name": n, "shape": list(s.shape), "dtype": s.dtype} for n, s in ctx.manifest.inputs.items()]
-    outputs = [{"name": n} for n in ctx.manifest.outputs]
-    return {"inputs": inputs, "outputs": outputs, "layout_changes": [], "state_tensors": [],
-            "signature_inputs": sorted(sig.get("inputs", {})), "signature_outputs": sorted(sig.get("outputs", {}))}
 
 
 def _size(folder: Path) -> int:
