@@ -208,3 +208,25 @@ def test_pytorch_source_through_onnx2tfs_saved_model(tmp_path):
                                                                              [0, 2, 3, 1])
     result = get_runtime("tfjs").run(ctx, tmp_path / "v" / variant.artifact, ctx.validation_inputs())
     assert np.abs(result.outputs["logits"] - _reference(tmp_path / "source")).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_doit_builds_checks_bundles_and_selects_tfjs_for_the_web(tmp_path):
+    """The real doit (warm workers, check step, bundle schema) with tfjs targets; `mbuild select --platform web`."""
+    _needs_tfjs()
+    from tests.conftest import run_doit, run_mbuild
+
+    targets = ("targets:\n  cpu-fp32: {runtime: onnxruntime, recipe: fp32}\n"
+               "  web-fp32: {runtime: tfjs, recipe: fp32}\n  web-uint8: {runtime: tfjs, recipe: uint8}\n"
+               "select:\n  order: [web-uint8, web-fp32, cpu-fp32]\n  fallback: cpu-fp32\n")
+    project = _project(tmp_path, _manifest_text(targets))
+    proc = run_doit(project, check=True, timeout=1500)
+    assert "check:digits-keras/web-uint8" in proc.stdout
+    bundle = project / "dist" / "digits-keras-1.0.0.mbundle"
+    shown = run_mbuild("inspect", str(bundle), cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert "web-uint8: accelerator=cpu, platform=web" in shown.stdout
+    web = run_mbuild("select", str(bundle), "--platform", "web", cwd=project)
+    assert web.returncode == 0 and "web-uint8" in web.stdout.splitlines()[0], web.stdout + web.stderr
+    android = run_mbuild("select", str(bundle), "--platform", "android", "--api", "34", cwd=project)
+    assert "cpu-fp32" in android.stdout.splitlines()[0], android.stdout
