@@ -82,6 +82,12 @@ class TfjsRuntime(Runtime):
                 return f"mbuild's tfjs check feeds float32 or int32 inputs; input {name!r} is {spec.dtype}"
         return None
 
+    def versions(self) -> dict[str, str]:
+        """The converters' versions and the npm packages the check runs (read from their package.json, no Node)."""
+        from mbuild.targets.tfjs import node
+
+        return {**super().versions(), **{p: node.package_version(p) for p in node.PACKAGES}}
+
     def requirements(self, manifest, target) -> dict:
         return {"platform": "web", "accelerator": "cpu"}  # validated on wasm; WebGL/WebGPU are not tested here
 
