@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("select", help="which variant a device loads, and why")
     s.add_argument("bundle")
     s.add_argument("--device", help="a device id from 'mbuild devices'")
-    s.add_argument("--platform", choices=["ios", "android", "macos", "linux", "windows"])
+    s.add_argument("--platform", choices=["ios", "android", "macos", "web", "linux", "windows"])
     s.add_argument("--os", help="iOS version, e.g. 17.5")
     s.add_argument("--api", type=int, help="Android API level")
     s.add_argument("--soc", help="SoC model, e.g. sm8550")

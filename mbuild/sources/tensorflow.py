@@ -300,8 +300,18 @@ def tflite_converter(manifest: "Manifest", model: TFModel, work_dir: Path):
     function directly leaves Keras 3 variables as uninitialized resources (NaN outputs).
     """
     tf = _tf()
+    folder, signature = saved_model_for(manifest, model, work_dir)
+    return tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=[signature])
+
+
+def saved_model_for(manifest: "Manifest", model: TFModel, work_dir: Path) -> tuple[Path, str]:
+    """A SavedModel folder and signature key whose inputs and outputs carry the manifest's names.
+
+    A SavedModel source is its own folder and signature; a Keras model is written by Keras'
+    ``ExportArchive`` into ``work_dir/keras_export`` (converters that read SavedModels take it).
+    """
     if model.kind == "saved_model":
-        return tf.lite.TFLiteConverter.from_saved_model(str(model.path), signature_keys=[manifest.source.signature])
+        return Path(model.path), manifest.source.signature
     import keras
 
     folder = Path(work_dir) / "keras_export"
@@ -309,7 +319,7 @@ def tflite_converter(manifest: "Manifest", model: TFModel, work_dir: Path):
     archive.track(model.obj)
     archive.add_endpoint("serving_default", function(manifest, model).python_function, input_signature=specs(manifest))
     archive.write_out(str(folder), verbose=False)
-    return tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["serving_default"])
+    return folder, "serving_default"
 
 
 def count_flops(manifest: "Manifest", model: TFModel) -> int | None:

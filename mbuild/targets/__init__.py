@@ -18,6 +18,7 @@ RUNTIMES = {
     "coreml": "mbuild.targets.coreml.runtime:CoreMLRuntime",
     "ncnn": "mbuild.targets.ncnn.runtime:NcnnRuntime",
     "executorch": "mbuild.targets.executorch.runtime:ExecuTorchRuntime",
+    "tfjs": "mbuild.targets.tfjs.runtime:TfjsRuntime",
 }
 
 

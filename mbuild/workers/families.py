@@ -30,6 +30,7 @@ PRELOAD = {
                    "executorch.backends.xnnpack.partition.xnnpack_partitioner",
                    "executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "torchao.quantization.pt2e.quantize_pt2e",
                    "executorch.runtime", "mbuild.targets.executorch.runtime", "mbuild.steps"),
+    "tfjs": ("numpy", "tensorflow", "keras", "mbuild.targets.tfjs.runtime", "mbuild.steps"),  # tensorflowjs: its own process
     "bundle": ("numpy", "mbuild.bundle.build"),
 }
 # coremltools imports TensorFlow and scikit-learn at import time to offer their frontends; a PyTorch

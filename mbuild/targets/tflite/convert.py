@@ -63,15 +63,26 @@ def convert_pytorch(ctx, dst: Path) -> dict:
 
 def convert_onnx(ctx, dst: Path) -> dict:
     """onnx2tf on a prepared copy of the canonical ONNX, run in ``work/onnx2tf`` without network needs."""
+    folder = ctx.work_dir / "onnx2tf"
+    facts = run_onnx2tf(ctx, folder, "model_float32.tflite")
+    shutil.copyfile(folder / "out" / "model_float32.tflite", dst)
+    return facts
+
+
+def run_onnx2tf(ctx, folder: Path, wanted: str, extra_args: tuple[str, ...] = ()) -> dict:
+    """onnx2tf into ``folder/out`` (its SavedModel and .tflite files); ``wanted`` must be among them.
+
+    Shared by the tflite runtime (the float .tflite) and the tfjs runtime (the SavedModel, with
+    ``-osd`` for its signature); returns what was done for the variant's report.
+    """
     from mbuild.sources.onnx_prepare import prepare_onnx
 
-    folder = ctx.work_dir / "onnx2tf"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     shapes = {n: s.shape for n, s in ctx.manifest.inputs.items()}
     notes = prepare_onnx(ctx.canonical_onnx, folder / "model.onnx", shapes, for_onnx2tf=True)
     sample = _write_sample_images(ctx, folder)
-    cmd = [sys.executable, "-m", "onnx2tf", "-i", "model.onnx", "-o", "out", "-nuo", "-n"]
+    cmd = [sys.executable, "-m", "onnx2tf", "-i", "model.onnx", "-o", "out", "-nuo", "-n", *extra_args]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     start = time.perf_counter()
     try:
@@ -79,15 +90,14 @@ def convert_onnx(ctx, dst: Path) -> dict:
     except subprocess.TimeoutExpired as e:
         raise BuildError(f"onnx2tf: no result after {ONNX2TF_TIMEOUT_S} s") from e
     (folder / "onnx2tf.log").write_text(proc.stdout + proc.stderr)
-    produced = folder / "out" / "model_float32.tflite"
+    produced = folder / "out" / wanted
     if proc.returncode != 0 or not produced.exists():
         if "onnx2tf" in proc.stderr and "No module named" in proc.stderr:
             raise MissingDependencyError("onnx2tf", "tflite", "Converting ONNX models to .tflite")
         kept = ctx.out_dir.parent / "onnx2tf.log"  # the staging folder is dropped on failure; keep the log
         shutil.copyfile(folder / "onnx2tf.log", kept)
-        raise BuildError(f"onnx2tf: exited with {proc.returncode} and no float32 model: "
+        raise BuildError(f"onnx2tf: exited with {proc.returncode} and no {wanted}: "
                          f"{_onnx2tf_failure(proc.stdout + proc.stderr, folder / 'model.onnx')} (log: {kept})")
-    shutil.copyfile(produced, dst)
     return {"converter": "onnx2tf", "seconds": round(time.perf_counter() - start, 2), "graph_preparation": notes,
             "sample_images_file": sample, "layout": "channels-last (onnx2tf transposes NCHW to NHWC)"}
 
