@@ -137,16 +137,17 @@ def table(r: dict) -> str:
     ])
 
 
-def write_section(text: str, note: str) -> None:
+def write_section(text: str, note: str, title: str = TITLE) -> None:
+    """Replace (or append) the section headed ``title`` in bench/results.md."""
     path = ROOT / "bench" / "results.md"
     body = path.read_text() if path.exists() else "# mbuild bench results\n"
-    head, sep, rest = body.partition(f"\n## {TITLE}\n")
+    head, sep, rest = body.partition(f"\n## {title}\n")
     if sep:
         after = rest.split("\n## ", 1)
         rest = ("\n## " + after[1]) if len(after) > 1 else ""
     else:
         head, rest = body.rstrip() + "\n", ""
-    path.write_text(f"{head.rstrip()}\n\n## {TITLE}\n\n{note}\n\n{text}\n{rest}")
+    path.write_text(f"{head.rstrip()}\n\n## {title}\n\n{note}\n\n{text}\n{rest}")
 
 
 def main() -> int:
