@@ -178,6 +178,18 @@ class Runtime(ABC):
         """Typed config from the target's runtime-specific keys (schema-checked already)."""
         return dict(target.options)
 
+    def options_as(self, config_cls: type, target: "TargetConfig") -> Any:
+        """``config_cls`` (a dataclass) from the target's keys; an unknown key is named, with the nearest known one."""
+        from dataclasses import fields
+
+        from mbuild.manifest._schema import suggest
+
+        names = [f.name for f in fields(config_cls)]
+        for key in target.options:
+            if key not in names:
+                raise ValueError(f"unknown {self.name} target key {key!r}{suggest(key, names)}")
+        return config_cls(**target.options)
+
     def check_target(self, manifest: "Manifest", target: "TargetConfig", recipe: "RecipeConfig") -> str | None:
         """A reason this combination cannot be built here, or None. Must not import an SDK."""
         return None

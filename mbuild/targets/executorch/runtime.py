@@ -8,9 +8,8 @@ Vulkan) are ``skipped`` with the reason, never passed. The lint is the delegatio
 """
 from __future__ import annotations
 
-import difflib
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,13 +81,7 @@ class ExecuTorchRuntime(Runtime):
     extra = "executorch"
 
     def parse_options(self, target) -> ExecuTorchConfig:
-        names = {f.name for f in fields(ExecuTorchConfig)}
-        for key in target.options:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"unknown executorch target key {key!r}"
-                                 + (f"; did you mean {close[0]!r}?" if close else ""))
-        return ExecuTorchConfig(**target.options)
+        return self.options_as(ExecuTorchConfig, target)
 
     def check_target(self, manifest, target, recipe) -> str | None:
         """Recipes this runtime cannot build (fp16, dynamic, weight-only... are refused by ``features``)."""

@@ -9,9 +9,8 @@ this CPU's fp16; a second run with ncnn's device defaults is recorded beside it 
 """
 from __future__ import annotations
 
-import difflib
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,12 +55,7 @@ class NcnnRuntime(Runtime):
     extra = "ncnn"
 
     def parse_options(self, target) -> NcnnConfig:
-        names = {f.name for f in fields(NcnnConfig)}
-        for key in target.options:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"unknown ncnn target key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        cfg = NcnnConfig(**target.options)
+        cfg = self.options_as(NcnnConfig, target)
         if cfg.device not in API_DEFAULTS:
             raise ValueError(f"device must be one of {', '.join(API_DEFAULTS)}, not {cfg.device!r}")
         low, high = cfg.api_range()

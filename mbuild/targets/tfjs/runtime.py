@@ -9,10 +9,9 @@ on the wasm backend (what a browser app uses on the CPU); the bundle records tha
 """
 from __future__ import annotations
 
-import difflib
 import json
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,12 +48,7 @@ class TfjsRuntime(Runtime):
     extra = "tfjs"
 
     def parse_options(self, target) -> TfjsConfig:
-        names = {f.name for f in fields(TfjsConfig)}
-        for key in target.options:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"unknown tfjs target key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        cfg = TfjsConfig(**target.options)
+        cfg = self.options_as(TfjsConfig, target)
         if not isinstance(cfg.shard_size_bytes, int) or cfg.shard_size_bytes < 1024:
             raise ValueError(f"shard_size_bytes must be an integer of at least 1024, not {cfg.shard_size_bytes!r}")
         return cfg

@@ -8,10 +8,9 @@ in the .tflite as an ``mbuild`` metadata entry, which ``run`` reads back.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,12 +63,7 @@ class TFLiteRuntime(Runtime):
     extra = "tflite"
 
     def parse_options(self, target) -> TFLiteConfig:
-        names = {f.name for f in fields(TFLiteConfig)}
-        for key in target.options:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"unknown tflite target key {key!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        cfg = TFLiteConfig(**target.options)
+        cfg = self.options_as(TFLiteConfig, target)
         if cfg.delegate not in API_DEFAULTS:
             raise ValueError(f"delegate must be one of {', '.join(API_DEFAULTS)}, not {cfg.delegate!r}")
         low, high = cfg.api_range()
