@@ -79,8 +79,15 @@ def _valid_key(data: Any) -> str | None:
         doc = json.dumps(data, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError):
         return None
-    h = hashlib.sha256(doc.encode())
-    h.update(json.dumps(load_schema("manifest.schema.json"), sort_keys=True).encode())
+    return hashlib.sha256(doc.encode() + _checker_digest().encode()).hexdigest()
+
+
+@functools.cache
+def _checker_digest() -> str:
+    """The schema and this module's code: what decides validity besides the document (once per process)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(load_schema("manifest.schema.json"), sort_keys=True).encode())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
 
