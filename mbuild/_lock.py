@@ -144,16 +144,31 @@ def lock_for_doit(root: Path, argv: list[str]) -> None:
     if doit_command(argv) in READ_ONLY_COMMANDS:
         return
     try:
-        acquire(Path(root) / ".mbuild")
+        path = acquire(Path(root) / ".mbuild")
     except BuildLockedError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None
+    _release_at_exit(path)
     from mbuild._state import remove_staging
     from mbuild.manifest import begin_build_snapshot
 
     remove_staging(Path(root))  # what a killed build was writing; nobody else writes there while we hold the lock
     _enough_space(Path(root))
     begin_build_snapshot()  # the graph is made from the manifests read now; actions refuse changed ones
+
+
+def _release_at_exit(path: Path | None) -> None:
+    """Empty the lock file when this build ends normally, so the next build has nothing to take over.
+
+    A killed build never gets here: its pid stays in the file and the next build notes the take-over.
+    Forked children (``doit -n 2 -P process``) inherit the hook but do not own the lock, so they skip it.
+    """
+    if path is None:
+        return
+    import atexit
+
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and release(path))
 
 
 MIN_FREE_MB = 256  # below this a build would die in doit's state database with a traceback (ENOSPC)

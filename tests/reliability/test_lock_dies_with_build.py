@@ -103,3 +103,14 @@ def test_sigkill_of_main_doit_n2_then_rerun_succeeds(digits_cpu_project, tmp_pat
     assert "another build is running" not in rerun.stderr
     assert "ended without releasing the project lock; taking it over" in rerun.stderr, rerun.stderr
     assert (project / BUNDLE).read_bytes() == (digits_cpu_project / BUNDLE).read_bytes()
+
+
+def test_a_build_that_ends_normally_leaves_nothing_to_take_over(tmp_path):
+    """Every plain doit used to leave its pid in the lock file, so the next one printed the take-over note."""
+    project = make_project(tmp_path / "p", {}, examples=()).resolve()
+    first = run_doit(project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (project / ".mbuild" / "build.lock").read_text() == ""
+    second = run_doit(project)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "ended without releasing" not in second.stderr, second.stderr
