@@ -324,14 +324,39 @@ def export_onnx(manifest: "Manifest", model, out_path: Path) -> list[str]:
 
 
 def count_flops(manifest: "Manifest", model) -> int | None:
-    """FLOPs of one forward pass by PyTorch's own counter (2 per multiply-add)."""
-    torch = _torch()
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of one forward pass with PyTorch's own formulas (2 per multiply-add, ``torch.utils.flop_counter``).
 
-    counter = FlopCounterMode(display=False)
+    ``FlopCounterMode`` itself wraps its dispatch in ``torch._disable_dynamo``, whose first call imports
+    TorchDynamo (~2 s of every PyTorch source step); this mode applies the same formula table without it.
+    """
+    torch = _torch()
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class _Count(TorchDispatchMode):
+        total = 0
+
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:  # nothing here is compiled: no disable-wrapper, no dynamo import
+            return False
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is None:  # a composite (conv2d, linear): count the ops it is made of
+                with self:
+                    out = func.decompose(*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
+            out = func(*args, **kwargs)
+            if formula is not None:
+                self.total += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    counter = _Count()
     with torch.inference_mode(), counter:
         model(*example_args(manifest))
-    return int(counter.get_total_flops())
+    return int(counter.total)
 
 
 def count_params(model) -> int:
