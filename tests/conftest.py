@@ -103,8 +103,20 @@ def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run the tests marked slow (minutes-long loops)")
 
 
+# Session fixtures worth building once per suite, not once per test process: their tests share one process.
+SHARED_BUILDS = ("digits_full_project",)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked slow run only when asked for (`--slow`, or a `-m` expression such as `-m slow`)."""
+    """Group tests for the two test processes, and skip the slow ones unless asked for.
+
+    With ``--dist loadgroup`` (pyproject's addopts) a group runs in one process: a test file keeps its
+    module fixtures in one place, and every test of the full digits build shares that one build.
+    Tests marked slow run only when asked for (`--slow`, or a `-m` expression such as `-m slow`).
+    """
+    for item in items:
+        shared = next((f for f in SHARED_BUILDS if f in getattr(item, "fixturenames", ())), None)
+        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::", 1)[0]))
     if config.getoption("--slow") or config.option.markexpr:
         return
     skip = pytest.mark.skip(reason="slow: run with --slow or -m slow")
