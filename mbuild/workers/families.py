@@ -33,6 +33,16 @@ PRELOAD = {
     "tfjs": ("numpy", "tensorflow", "keras", "mbuild.targets.tfjs.runtime", "mbuild.steps"),  # tensorflowjs: its own process
     "bundle": ("numpy", "mbuild.bundle.build"),
 }
+# What the zygote imports once per build: the families that preload torch fork from it instead of importing
+# torch again (~2 s of CPU each on the build machine; five families use it in the example matrix).
+ZYGOTE = ("numpy", "torch", "onnx", "onnxruntime")
+
+
+def forks_from_zygote(family: str) -> bool:
+    """Whether the family's worker starts as a fork of the build's zygote (it preloads torch)."""
+    return "torch" in PRELOAD.get(family, ())
+
+
 # coremltools imports TensorFlow and scikit-learn at import time to offer their frontends; a PyTorch
 # conversion needs neither (10 s instead of ~27 s on the 2-core build machine).
 _NOT_FOR_COREMLTOOLS = ("tensorflow", "sklearn")
@@ -48,9 +58,9 @@ def family_of(step: str, runtime: str | None, source_kind: str) -> str:
 
 
 def preload(family: str) -> list[str]:
-    """Import the family's modules; returns those that could not be imported."""
+    """Import the family's modules ("zygote": the shared base); returns those that could not be imported."""
     missing = []
-    for name in PRELOAD.get(family, ()):
+    for name in ZYGOTE if family == "zygote" else PRELOAD.get(family, ()):
         try:
             if name == "coremltools":
                 with lean_coremltools():

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mbuild.workers.families import forks_from_zygote
+
 BUILD_PID_ENV = "MBUILD_BUILD_PID"  # set by dodo.py in doit's main process; workers end with it
 
 
@@ -75,11 +77,51 @@ def _spawn(root: str, family: str, address: str) -> int:
                 return int(pid)
         except (OSError, ValueError):
             pass
-        build_pid = os.environ.get(BUILD_PID_ENV, str(os.getpid()))
-        proc = subprocess.Popen([sys.executable, "-m", "mbuild.workers.serve", family, address, build_pid], cwd=root,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        pid_file.write_text(f"{address} {proc.pid}\n")
-        return proc.pid
+        pid = _fork_from_zygote(root, family, address) if forks_from_zygote(family) else None
+        if pid is None:
+            pid = _start_process(root, [family, address])
+        pid_file.write_text(f"{address} {pid}\n")
+        return pid
+
+
+def _start_process(root: str, args: list[str]) -> int:
+    build_pid = os.environ.get(BUILD_PID_ENV, str(os.getpid()))
+    proc = subprocess.Popen([sys.executable, "-m", "mbuild.workers.serve", *args, build_pid], cwd=root,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc.pid
+
+
+def _fork_from_zygote(root: str, family: str, address: str, timeout: float = 300.0) -> int | None:
+    """The pid of a new worker forked from the build's zygote (started on first use); None if it cannot be had."""
+    zygote = _address(root, "zygote")
+    conn = _connect(zygote)
+    if conn is None:
+        folder = Path(root) / ".mbuild" / "workers"
+        with open(folder / "zygote.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            conn = _connect(zygote)
+            if conn is None:
+                pid = _start_process(root, ["zygote", zygote])
+                deadline = time.monotonic() + timeout
+                while conn is None and _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    conn = _connect(zygote)
+    if conn is None:
+        return None
+    try:
+        conn.sendall((json.dumps({"family": family, "address": address}) + "\n").encode())
+        conn.settimeout(30)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+        return int(json.loads(data)["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+    finally:
+        conn.close()
 
 
 def _warm_connection(root: str, family: str, heartbeat, start: float, every: float) -> socket.socket:
@@ -103,14 +145,30 @@ def _warm_connection(root: str, family: str, heartbeat, start: float, every: flo
             next_beat += every
 
 
-def prestart(root: str, family: str) -> None:
-    """Start a family's worker now, so its imports overlap with other work (no wait)."""
-    address = _address(root, family)
-    conn = _connect(address)
-    if conn is not None:
-        conn.close()
-        return
-    _spawn(root, family, address)
+def prestart_in_order(families: list[tuple[str, str]], timeout: float = 300.0) -> None:
+    """Warm ``(root, family)`` workers one at a time, each once the one before it listens (a daemon thread).
+
+    One importing worker beside the running step keeps a 2-core machine busy without slowing that step.
+    """
+    import threading
+
+    def warm() -> None:
+        for root, family in families:
+            address = _address(root, family)
+            conn = _connect(address)
+            if conn is not None:
+                conn.close()
+                continue
+            pid = _spawn(root, family, address)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and _alive(pid):
+                conn = _connect(address)
+                if conn is not None:
+                    conn.close()
+                    break
+                time.sleep(0.1)
+
+    threading.Thread(target=warm, name="mbuild-prestart", daemon=True).start()
 
 
 def run_step(family: str, argv: list[str], cwd: str, log: str, env: dict | None = None,

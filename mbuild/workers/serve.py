@@ -91,22 +91,80 @@ def _read_request(conn: socket.socket) -> dict | None:
     return json.loads(data)
 
 
-def serve(family: str, address: str, build_pid: int) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for doit and the running steps
+def _quiet_process() -> None:
+    """A worker's process settings: Ctrl-C is for doit and the running steps; SDK chatter goes nowhere."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)  # import-time chatter of the SDKs goes nowhere; steps log into their own files
+    from mbuild.actions import quiet_frameworks
+
+    quiet_frameworks()
+
+
+def serve(family: str, address: str, build_pid: int) -> int:
+    _quiet_process()
     try:
         build = os.pidfd_open(build_pid)
     except ProcessLookupError:
         return 0
-    from mbuild.actions import quiet_frameworks
+    return _serve_warm(family, address, build)
+
+
+def zygote(address: str, build_pid: int) -> int:
+    """The build's base process: imports what most families share, then forks their workers on request.
+
+    A request is ``{"family", "address"}``; the reply ``{"pid"}`` names the new worker, which imports the
+    rest of its family's SDKs and serves at ``address`` exactly as a worker started on its own would.
+    """
+    _quiet_process()
+    try:
+        build = os.pidfd_open(build_pid)
+    except ProcessLookupError:
+        return 0
     from mbuild.workers.families import preload
 
-    quiet_frameworks()
+    preload("zygote")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the workers it forks are reaped by the kernel
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0" + address)
+    server.listen(16)
+    while True:
+        ready, _, _ = select.select([server, build], [], [])
+        if build in ready:
+            return 0
+        conn, _ = server.accept()
+        try:
+            request = _read_request(conn)
+        except (OSError, ValueError):
+            request = None
+        if not request:
+            conn.close()
+            continue
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the new worker
+            code = 1
+            try:
+                server.close()
+                conn.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it waits for its own step children
+                code = _serve_warm(request["family"], request["address"], build)
+            finally:
+                os._exit(code)
+        try:
+            conn.sendall((json.dumps({"pid": pid}) + "\n").encode())
+        except OSError:
+            pass
+        conn.close()
+
+
+def _serve_warm(family: str, address: str, build: int) -> int:
+    """Import the family's SDKs, listen at ``address`` and run each request in a forked child until the build ends."""
+    from mbuild.workers.families import preload
+
     preload(family)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind("\0" + address)  # bound once warm: a client that connects gets the imported SDKs
@@ -171,4 +229,6 @@ def _stop(pid: int) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "zygote":
+        sys.exit(zygote(sys.argv[2], int(sys.argv[3])))
     sys.exit(serve(sys.argv[1], sys.argv[2], int(sys.argv[3])))
