@@ -441,7 +441,10 @@ def test_bundle_entry_carries_the_runtimes_requirements(name, contract_build, bu
 
 
 @pytest.mark.slow
-def test_the_bundle_of_every_runtime_verifies(contract_build):
+def test_the_bundle_of_every_runtime_verifies_and_selects(contract_build):
     project, manifest, _ = contract_build
-    proc = run_mbuild("verify", f"dist/{manifest.name}-{manifest.version}.mbundle", cwd=project)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+    bundle = f"dist/{manifest.name}-{manifest.version}.mbundle"
+    for args in (("verify", bundle), ("select", bundle, "--device", "iphone-12"),
+                 ("select", bundle, "--device", "pixel-8"), ("estimate", "iphone-12", "--bundle", bundle)):
+        proc = run_mbuild(*args, cwd=project)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr + proc.stdout)
