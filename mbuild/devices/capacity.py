@@ -18,6 +18,7 @@ tuned on the published latencies in ``calibration.yaml`` (ratios in docs/devices
 * ``cpu``   -> ``cpu_gflops_fp32`` when published, else the fastest ``cpu_threads`` cores of
   ``cpu_clusters`` x GHz x ``CPU_FLOP_PER_CYCLE``
 * ``nnapi`` -> ``npu.tops`` when known, else the GPU peak (NNAPI hands the graph to a vendor driver)
+* ``any``   -> (Core ML compute_units all) the Neural Engine where Core ML can use it, else the GPU, else the CPU
 
 ``sustained_ratio`` is the device's 3DMark stress-test stability when the database has it (sustained /
 peak GPU throughput), else the ``derating`` assumption.
