@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -49,6 +50,14 @@ HEAVY_MODULES = ("numpy", "torch", "torchao", "tensorflow", "keras", "tf_keras",
                  "ai_edge_quantizer", "litert_torch", "cv2")
 LINT_KINDS = {"static estimate", "analyzer", "measured"}
 LINT_VERDICTS = {"clean", "partial", "unsupported"}
+
+
+def target_keys(name: str) -> dict:
+    """The runtime's own target keys in the manifest schema (the source of truth for what a manifest may say)."""
+    spec = SCHEMA["$defs"].get(f"{name}_target")
+    if spec is None:
+        pytest.fail(f"schemas/manifest.schema.json has no $defs.{name}_target: a runtime's target keys belong there")
+    return spec.get("properties", {})
 
 
 def manifest_text(targets: dict, recipes: dict | None = None, source: str = BUILD_SOURCE,
@@ -142,14 +151,16 @@ def test_declared_data_is_what_the_schema_and_the_recipes_know(name, recipes_man
     rt = get_runtime(name)
     assert rt.name == name and type(rt).__name__.endswith("Runtime")
     assert name in SCHEMA["$defs"]["target"]["properties"]["runtime"]["enum"], "runtime missing from the schema"
-    assert f"{name}_target" in SCHEMA["$defs"], f"the schema has no {name}_target for its keys"
     assert rt.sources and rt.sources <= set(SCHEMA["$defs"]["source"]["properties"]), rt.sources
     unknown = rt.features - known_features(recipes_manifest)
     assert rt.features and not unknown, f"features no recipe can ask for: {sorted(unknown)}"
     assert "fp32" in rt.features, "every runtime builds the plain fp32 model"
     assert rt.platform in BUNDLE_SCHEMA["$defs"]["requirements"]["properties"]["platform"]["enum"]
     assert rt.format and rt.suffix.startswith(".")
-    assert set(rt.check_options) <= set(SCHEMA["$defs"][f"{name}_target"].get("properties", {}))
+    assert set(rt.check_options) <= set(target_keys(name))
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert rt.extra in extras, f"the install hint names extra {rt.extra!r}, which pyproject.toml does not define"
+    assert set(rt.versions()) >= set(rt.packages)  # what task digests and bundle.json record
 
 
 def _example_value(spec: dict):
@@ -167,7 +178,7 @@ def _example_value(spec: dict):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_schema_key_is_a_key_parse_options_knows(name):
     rt = get_runtime(name)
-    for key, spec in SCHEMA["$defs"][f"{name}_target"].get("properties", {}).items():
+    for key, spec in target_keys(name).items():
         target = TargetConfig(name="t", runtime=name, recipe="fp32", options={key: _example_value(spec)})
         try:
             rt.parse_options(target)
@@ -177,7 +188,7 @@ def test_every_schema_key_is_a_key_parse_options_knows(name):
 
 def _typo(name: str) -> tuple[str, str]:
     """(a misspelt key, the known key it should suggest): the runtime's longest schema key with a letter added."""
-    keys = sorted(SCHEMA["$defs"][f"{name}_target"].get("properties", {}), key=len, reverse=True)
+    keys = sorted(target_keys(name), key=len, reverse=True)
     return (keys[0] + "s", keys[0]) if keys else ("optionz", "")
 
 
@@ -261,7 +272,7 @@ def test_validating_a_manifest_loads_no_sdk(name, project):
 
 def _option_variants(name: str) -> list[dict]:
     """The default target and one per value of each enumerated key of the runtime's schema."""
-    props = SCHEMA["$defs"][f"{name}_target"].get("properties", {})
+    props = target_keys(name)
     return [{}] + [{key: value} for key, spec in props.items() for value in spec.get("enum", [])]
 
 
@@ -359,6 +370,8 @@ def test_artifact_exists_and_its_digests_are_recorded(name, contract_build):
     assert artifact.exists() and record["size_bytes"] > 0 and artifact.name.endswith(rt.suffix)
     assert (record["runtime"], record["format"]) == (name, rt.format)
     assert record["digests"] and record["digests"] == artifact_digests(folder, [record["artifact"], *record["files"]])
+    absent = [p for p in rt.packages if record["versions"].get(p, "not installed") == "not installed"]
+    assert not absent, f"packages the build recorded no version of (misnamed distributions?): {absent}"
 
 
 @pytest.mark.slow
