@@ -255,7 +255,7 @@ def _capacity(bundle: dict, variant_id: str, device_id: str) -> dict | None:
     variant = next(v for v in bundle["variants"] if v["id"] == variant_id)
     stored = (variant.get("capacity") or {}).get(device_id) or {}
     a = stored.get("assumptions") or {}
-    acc = (variant.get("requirements") or {}).get("accelerator") or "cpu"
+    acc = stored.get("accelerator") or (variant.get("requirements") or {}).get("accelerator") or "cpu"
     assumptions = {k: a[k] for k in ("derating", "fps") if k in a}
     if a.get("efficiency") is not None:
         assumptions["efficiency"] = {acc: a["efficiency"]}

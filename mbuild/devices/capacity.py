@@ -18,6 +18,7 @@ tuned on the published latencies in ``calibration.yaml`` (ratios in docs/devices
 * ``cpu``   -> ``cpu_gflops_fp32`` when published, else the fastest ``cpu_threads`` cores of
   ``cpu_clusters`` x GHz x ``CPU_FLOP_PER_CYCLE``
 * ``nnapi`` -> ``npu.tops`` when known, else the GPU peak (NNAPI hands the graph to a vendor driver)
+* ``any``   -> (Core ML compute_units all) the Neural Engine where Core ML can use it, else the GPU, else the CPU
 
 ``sustained_ratio`` is the device's 3DMark stress-test stability when the database has it (sustained /
 peak GPU throughput), else the ``derating`` assumption.
@@ -33,7 +34,7 @@ from mbuild.errors import MbuildError
 from mbuild.manifest.model import DEFAULT_CAPACITY
 
 __all__ = ["DEFAULT_ASSUMPTIONS", "ASSUMPTIONS", "FORMULA", "merge_assumptions", "peak_flops_per_s",
-           "bandwidth_bytes_per_s", "estimate", "estimate_variant", "variant_bytes_moved", "describe"]
+           "bandwidth_bytes_per_s", "estimate", "estimate_variant", "resolve_accelerator", "variant_bytes_moved", "describe"]
 
 DEFAULT_ASSUMPTIONS: dict = copy.deepcopy(DEFAULT_CAPACITY)
 FORMULA = ("latency_ms = max(flops / (peak * efficiency), bytes / (bandwidth * memory_efficiency)) + overhead_ms; "
@@ -210,15 +211,35 @@ def estimate_variant(variant: dict, devices: Iterable, assumptions: dict | None 
     from mbuild.bundle.select import check_requirements, device_properties
 
     req = variant.get("requirements") or {}
-    accelerator = req.get("accelerator") or "cpu"
+    requested = req.get("accelerator") or "cpu"
     precision = str(variant.get("precision") or "fp32").lower()
     moved = variant_bytes_moved(variant)
     out: dict[str, dict] = {}
     for device in sorted(devices, key=lambda d: d.id):
-        if check_requirements(req, device_properties(device)):
+        props = device_properties(device)
+        if check_requirements(req, props):
             continue
-        out[device.id] = estimate(variant.get("flops") or 0, device, accelerator, assumptions, precision, moved)
+        accelerator = resolve_accelerator(requested, props)
+        est = estimate(variant.get("flops") or 0, device, accelerator, assumptions, precision, moved)
+        if accelerator != requested:
+            est["accelerator_basis"] = ANY_BASIS
+        out[device.id] = est
     return out
+
+
+# Core ML with compute_units 'all' (accelerator 'any') places the model itself; the estimate assumes it
+# takes the fastest unit the device offers Core ML. Assumption, labelled on every such estimate.
+ANY_BASIS = ("accelerator 'any' (Core ML compute_units all): assumed the Neural Engine where Core ML can use it, "
+             "else the GPU, else the CPU (assumption: Core ML decides per device)")
+
+
+def resolve_accelerator(accelerator: str, props: dict) -> str:
+    """The accelerator an estimate uses: 'any' becomes the fastest one the device offers (see ``ANY_BASIS``)."""
+    if accelerator != "any":
+        return accelerator
+    if props.get("has_ane_coreml"):
+        return "ane"
+    return "gpu" if props.get("has_gpu") else "cpu"
 
 
 def describe(est: dict) -> str:

@@ -160,6 +160,12 @@ class LintResult:
                 "ops_total": self.ops_total, "offenders": self.offenders, "details": self.details}
 
 
+def require_api_range(low: int, high: int | None) -> None:
+    """Refuse an Android API range no device can be in (``min_api`` above ``max_api``)."""
+    if high is not None and low > high:
+        raise ValueError(f"min_api {low} is above max_api {high}")
+
+
 class Runtime(ABC):
     """Base of every runtime; subclasses fill the class data and the three methods."""
 

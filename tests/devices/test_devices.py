@@ -96,6 +96,15 @@ def test_estimate_variant_covers_only_allowed_devices():
     assert all(e["kind"] == "estimate" for e in out.values())
 
 
+def test_accelerator_any_is_estimated_on_what_core_ml_can_use_and_says_so():
+    """Core ML compute_units: all (accelerator 'any') once stopped the bundle: 'no efficiency assumption'."""
+    variant = {"id": "ios-all", "flops": 1e8, "requirements": {"platform": "ios", "min_os": "15.0", "accelerator": "any"}}
+    out = estimate_variant(variant, load_devices())
+    assert out["iphone-12"]["accelerator"] == "ane" and out["iphone-7"]["accelerator"] == "gpu"
+    assert out["iphone-12"]["latency_ms"] < out["iphone-7"]["latency_ms"]
+    assert all("assumption" in e["accelerator_basis"] for e in out.values())
+
+
 def test_devices_cli_table_has_no_raw_python_values_and_json_keeps_sources():
     import json
 

@@ -11,29 +11,11 @@ pytest.importorskip("executorch.exir")
 from mbuild.errors import ManifestError  # noqa: E402
 from mbuild.manifest import load_manifest  # noqa: E402
 from mbuild.manifest.model import TargetConfig  # noqa: E402
-from mbuild.sources.build import build_source  # noqa: E402
-from mbuild.sources.data import read_labels  # noqa: E402
 from mbuild.targets import get_runtime  # noqa: E402
-from mbuild.targets.base import BuildContext  # noqa: E402
+from tests.targets._digits import REPO, accuracy, built_source, digits_head, runtime_context  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-DIGITS = REPO / "examples" / "digits"
 RUNTIME = get_runtime("executorch")
-
-HEAD = f"""\
-mbuild: 1
-name: digits-cnn
-version: 1.0.0
-source:
-  pytorch: {{model: {DIGITS}/model.py:DigitsCNN, weights: {DIGITS}/weights.pt}}
-inputs:
-  image: {{shape: [1, 1, 8, 8], dtype: float32, range: [0, 1]}}
-outputs:
-  logits: {{kind: classification}}
-data:
-  calibration: {{npz: {DIGITS}/calib.npz, inputs: {{image: x}}}}
-  validation: {{npz: {DIGITS}/val.npz, inputs: {{image: x}}, labels: y}}
-"""
+HEAD = digits_head()
 DIGITS_YAML = HEAD + """\
 recipes:
   fp32: {precision: fp32}
@@ -48,23 +30,12 @@ targets:
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("digits")
-    path = tmp / "digits.yaml"
-    path.write_text(DIGITS_YAML)
-    manifest = load_manifest(path, root=REPO)
-    build_source(manifest, tmp / "source")
-    return manifest, tmp / "source"
-
-
-def _ctx(manifest, source_dir: Path, target: str, out: Path) -> BuildContext:
-    t = manifest.targets[target]
-    return BuildContext(manifest=manifest, target=t, recipe=manifest.recipes[t.recipe], source_dir=source_dir,
-                        out_dir=out, options=RUNTIME.parse_options(t))
+    return built_source(tmp_path_factory.mktemp("digits"), DIGITS_YAML)
 
 
 def _build(digits, target: str, out: Path):
     manifest, source_dir = digits
-    ctx = _ctx(manifest, source_dir, target, out)
+    ctx = runtime_context(manifest, source_dir, target, out)
     variant = RUNTIME.convert(ctx)
     return ctx, variant, out / variant.artifact
 
@@ -80,11 +51,6 @@ def built(digits, tmp_path_factory):
     return result
 
 
-def _accuracy(result, source_dir: Path) -> float:
-    labels = read_labels(source_dir / "data" / "validation.npz")
-    return float(np.mean(result.outputs["logits"].reshape(-1, 10).argmax(1) == labels)) * 100
-
-
 # -- convert + run -----------------------------------------------------------------------------------
 
 def test_fp32_matches_reference_and_int8_within_one_point_at_under_30_percent(built, digits):
@@ -94,8 +60,8 @@ def test_fp32_matches_reference_and_int8_within_one_point_at_under_30_percent(bu
     reference = ctx.reference_outputs()["logits"]
     assert fp32.outputs["logits"].shape == reference.shape == (360, 1, 10)
     assert np.abs(fp32.outputs["logits"] - reference).max() < 1e-4
-    assert _accuracy(fp32, source_dir) > 95
-    assert abs(_accuracy(int8, source_dir) - _accuracy(fp32, source_dir)) <= 1.0
+    assert accuracy(fp32.outputs, source_dir) > 95
+    assert abs(accuracy(int8.outputs, source_dir) - accuracy(fp32.outputs, source_dir)) <= 1.0
     assert int8_path.stat().st_size <= 0.30 * fp32_path.stat().st_size
     assert len(int8.latency_ms) == 359 and "XnnpackBackend" in int8.runtime and "executorch 1.5" in int8.runtime
 

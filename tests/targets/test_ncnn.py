@@ -13,64 +13,25 @@ pytest.importorskip("pnnx")
 
 from mbuild.manifest import load_manifest  # noqa: E402
 from mbuild.sources.build import build_source  # noqa: E402
-from mbuild.sources.data import read_labels  # noqa: E402
 from mbuild.targets import get_runtime  # noqa: E402
-from mbuild.targets.base import BuildContext  # noqa: E402
+from tests.targets._digits import (  # noqa: E402
+    ONNX_SOURCE,
+    PYTORCH_SOURCE,
+    REPO,
+    accuracy,
+    build_and_run,
+    built_source,
+    digits_yaml,
+    reference_logits,
+    runtime_context,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-DIGITS = REPO / "examples" / "digits"
-
-DIGITS_YAML = f"""\
-mbuild: 1
-name: digits-cnn
-version: 1.0.0
-source:
-  {{source}}
-inputs:
-  image: {{{{shape: [1, 1, 8, 8], dtype: float32, range: [0, 1]}}}}
-outputs:
-  logits: {{{{kind: classification}}}}
-data:
-  calibration: {{{{npz: {DIGITS}/calib.npz, inputs: {{{{image: x}}}}}}}}
-  validation: {{{{npz: {DIGITS}/val.npz, inputs: {{{{image: x}}}}, labels: y}}}}
-recipes:
-  fp32: {{{{precision: fp32}}}}
-  fp16: {{{{precision: fp16}}}}
-  int8: {{{{quantize: {{{{scheme: static, weights: int8, activations: int8, calibration: calibration}}}}}}}}
-targets:
-  {{targets}}
-"""
-PYTORCH_SOURCE = f"pytorch: {{model: {DIGITS}/model.py:DigitsCNN, weights: {DIGITS}/weights.pt}}"
-ONNX_SOURCE = f"onnx: {{model: {REPO}/examples/digits-onnx/digits_cnn.onnx}}"
 TARGETS = """android-vulkan: {runtime: ncnn, recipe: fp16}
   android-cpu: {runtime: ncnn, device: cpu, recipe: fp32}"""
 
 
 def _project(tmp: Path, source: str, targets: str = TARGETS):
-    path = tmp / "digits.yaml"
-    path.write_text(DIGITS_YAML.format(source=source, targets=targets))
-    manifest = load_manifest(path, root=REPO)
-    build_source(manifest, tmp / "source")
-    return manifest, tmp / "source"
-
-
-def _ctx(manifest, source_dir: Path, target: str, out: Path) -> BuildContext:
-    t = manifest.targets[target]
-    return BuildContext(manifest=manifest, target=t, recipe=manifest.recipes[t.recipe], source_dir=source_dir,
-                        out_dir=out, options=get_runtime("ncnn").parse_options(t))
-
-
-def _build(manifest, source_dir, target, out):
-    rt = get_runtime("ncnn")
-    ctx = _ctx(manifest, source_dir, target, out)
-    variant = rt.convert(ctx)
-    artifact = out / variant.artifact
-    return ctx, variant, artifact, rt.run(ctx, artifact, ctx.validation_inputs())
-
-
-def _accuracy(outputs, source_dir: Path) -> float:
-    labels = read_labels(source_dir / "data" / "validation.npz")
-    return float(np.mean(outputs["logits"].reshape(-1, 10).argmax(1) == labels)) * 100
+    return built_source(tmp, digits_yaml(targets, source))
 
 
 @pytest.fixture(scope="module")
@@ -82,19 +43,18 @@ def digits(tmp_path_factory):
 def built(digits, tmp_path_factory):
     manifest, source_dir = digits
     out = tmp_path_factory.mktemp("ncnn-variants")
-    return {t: _build(manifest, source_dir, t, out / t) for t in ("android-cpu", "android-vulkan")}
+    return {t: build_and_run(manifest, source_dir, t, out / t) for t in ("android-cpu", "android-vulkan")}
 
 
 def test_pytorch_digits_fp32_and_fp16_match_the_reference(built, digits):
     _, source_dir = digits
-    ref = np.load(source_dir / "reference.npz")
-    ref_logits = ref[next(k for k in ref.files if k.endswith("logits"))]
+    ref_logits = reference_logits(source_dir)
     _, _, fp32_dir, fp32 = built["android-cpu"]
     _, _, fp16_dir, fp16 = built["android-vulkan"]
     assert fp32.outputs["logits"].shape == ref_logits.shape == (360, 1, 10)
     assert np.abs(fp32.outputs["logits"] - ref_logits).max() < 1e-4  # fp16 arithmetic off: fp32 all the way
     assert np.abs(fp16.outputs["logits"] - ref_logits).max() < 0.05
-    assert abs(_accuracy(fp16.outputs, source_dir) - _accuracy(fp32.outputs, source_dir)) <= 1.0
+    assert abs(accuracy(fp16.outputs, source_dir) - accuracy(fp32.outputs, source_dir)) <= 1.0
     assert "fp16 storage/packed/arithmetic off" in fp32.runtime and len(fp32.latency_ms) == 359
     assert sorted(p.name for p in fp32_dir.iterdir()) == ["model.bin", "model.param"]  # no pnnx side files
     assert (fp16_dir / "model.bin").stat().st_size < 0.55 * (fp32_dir / "model.bin").stat().st_size
@@ -113,7 +73,7 @@ def test_what_was_applied_is_measured_from_the_bin(built):
 
 def test_conversion_is_byte_identical(digits, built, tmp_path):
     manifest, source_dir = digits
-    again = get_runtime("ncnn").convert(_ctx(manifest, source_dir, "android-vulkan", tmp_path / "again"))
+    again = get_runtime("ncnn").convert(runtime_context(manifest, source_dir, "android-vulkan", tmp_path / "again"))
     first = built["android-vulkan"][2]
     for name in ("model.param", "model.bin"):
         assert (tmp_path / "again" / again.artifact / name).read_bytes() == (first / name).read_bytes()
@@ -179,10 +139,9 @@ def test_vulkan_lint_names_a_layer_without_a_vulkan_kernel(tmp_path):
 
 def test_onnx_source_through_the_pnnx_cli(tmp_path):
     manifest, source_dir = _project(tmp_path, ONNX_SOURCE, "android-cpu: {runtime: ncnn, device: cpu, recipe: fp32}")
-    _, variant, _, result = _build(manifest, source_dir, "android-cpu", tmp_path / "v")
+    _, variant, _, result = build_and_run(manifest, source_dir, "android-cpu", tmp_path / "v")
     assert "canonical ONNX" in variant.details["converter"]["from"]
-    ref = np.load(source_dir / "reference.npz")
-    ref_logits = ref[next(k for k in ref.files if k.endswith("logits"))]
+    ref_logits = reference_logits(source_dir)
     assert np.abs(result.outputs["logits"] - ref_logits).max() < 1e-4
 
 
@@ -267,9 +226,8 @@ def test_keras_source_through_the_canonical_onnx(tmp_path):
     shutil.copyfile(REPO / "examples" / "keras" / "model.keras", project / "examples" / "keras" / "model.keras")
     manifest = load_manifest(project / "manifests" / "k.yaml")
     build_source(manifest, tmp_path / "source")
-    _, variant, _, result = _build(manifest, tmp_path / "source", "android", tmp_path / "v")
+    _, variant, _, result = build_and_run(manifest, tmp_path / "source", "android", tmp_path / "v")
     assert "tf2onnx" in variant.details["converter"]["from"]
     assert variant.io["inputs"][0]["blob_shape"] == [8, 8, 1]
-    ref = np.load(tmp_path / "source" / "reference.npz")
-    ref_logits = ref[next(k for k in ref.files if k.endswith("logits"))]
+    ref_logits = reference_logits(tmp_path / "source")
     assert np.abs(result.outputs["logits"] - ref_logits).max() < 1e-4

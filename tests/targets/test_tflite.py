@@ -11,48 +11,26 @@ pytest.importorskip("ai_edge_quantizer")
 
 from mbuild.manifest import load_manifest  # noqa: E402
 from mbuild.sources.build import build_source  # noqa: E402
-from mbuild.sources.data import read_labels  # noqa: E402
 from mbuild.targets import get_runtime  # noqa: E402
-from mbuild.targets.base import BuildContext  # noqa: E402
+from tests.targets._digits import (  # noqa: E402
+    ONNX_SOURCE,
+    PYTORCH_SOURCE,
+    accuracy,
+    build_and_run,
+    built_source,
+    digits_yaml,
+    runtime_context,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-DIGITS = REPO / "examples" / "digits"
 NO_NETWORK = "http://127.0.0.1:9"  # a closed port: any download attempt fails at once
-
-DIGITS_YAML = f"""\
-mbuild: 1
-name: digits-cnn
-version: 1.0.0
-source:
-  {{source}}
-inputs:
-  image: {{{{shape: [1, 1, 8, 8], dtype: float32, range: [0, 1]}}}}
-outputs:
-  logits: {{{{kind: classification}}}}
-data:
-  calibration: {{{{npz: {DIGITS}/calib.npz, inputs: {{{{image: x}}}}}}}}
-  validation: {{{{npz: {DIGITS}/val.npz, inputs: {{{{image: x}}}}, labels: y}}}}
-recipes:
-  fp32: {{{{precision: fp32}}}}
-  fp16: {{{{precision: fp16}}}}
-  int8: {{{{quantize: {{{{scheme: static, weights: int8, activations: int8, calibration: calibration}}}}}}}}
-  int8-dyn: {{{{quantize: {{{{scheme: dynamic, weights: int8}}}}}}}}
-targets:
-  cpu-fp32: {{{{runtime: tflite, delegate: xnnpack, recipe: fp32}}}}
-  android-gpu: {{{{runtime: tflite, delegate: gpu, recipe: fp16}}}}
-  android-nnapi: {{{{runtime: tflite, delegate: nnapi, recipe: int8}}}}
-  android-nnapi-io: {{{{runtime: tflite, delegate: nnapi, min_api: 30, io: int8, recipe: int8}}}}
-"""
-PYTORCH_SOURCE = f"pytorch: {{model: {DIGITS}/model.py:DigitsCNN, weights: {DIGITS}/weights.pt}}"
-ONNX_SOURCE = f"onnx: {{model: {REPO}/examples/digits-onnx/digits_cnn.onnx}}"
+TARGETS = """cpu-fp32: {runtime: tflite, delegate: xnnpack, recipe: fp32}
+  android-gpu: {runtime: tflite, delegate: gpu, recipe: fp16}
+  android-nnapi: {runtime: tflite, delegate: nnapi, recipe: int8}
+  android-nnapi-io: {runtime: tflite, delegate: nnapi, min_api: 30, io: int8, recipe: int8}"""
 
 
 def _project(tmp: Path, source: str):
-    path = tmp / "digits.yaml"
-    path.write_text(DIGITS_YAML.format(source=source))
-    manifest = load_manifest(path, root=REPO)
-    build_source(manifest, tmp / "source")
-    return manifest, tmp / "source"
+    return built_source(tmp, digits_yaml(TARGETS, source))
 
 
 @pytest.fixture(scope="module")
@@ -60,37 +38,17 @@ def digits(tmp_path_factory):
     return _project(tmp_path_factory.mktemp("digits"), PYTORCH_SOURCE)
 
 
-def _ctx(manifest, source_dir: Path, target: str, out: Path) -> BuildContext:
-    t = manifest.targets[target]
-    return BuildContext(manifest=manifest, target=t, recipe=manifest.recipes[t.recipe], source_dir=source_dir,
-                        out_dir=out, options=get_runtime("tflite").parse_options(t))
-
-
-def _build(manifest, source_dir, target, out):
-    rt = get_runtime("tflite")
-    ctx = _ctx(manifest, source_dir, target, out)
-    variant = rt.convert(ctx)
-    artifact = out / variant.artifact
-    result = rt.run(ctx, artifact, ctx.validation_inputs())
-    return ctx, variant, artifact, result
-
-
-def _accuracy(result, source_dir: Path) -> float:
-    labels = read_labels(source_dir / "data" / "validation.npz")
-    return float(np.mean(result.outputs["logits"].reshape(-1, 10).argmax(1) == labels)) * 100
-
-
 @pytest.fixture(scope="module")
 def built(digits, tmp_path_factory):
     """fp32, fp16 and static int8 variants of the PyTorch digits model, run on the validation set."""
     manifest, source_dir = digits
     out = tmp_path_factory.mktemp("variants")
-    return {t: _build(manifest, source_dir, t, out / t) for t in ("cpu-fp32", "android-gpu", "android-nnapi")}
+    return {t: build_and_run(manifest, source_dir, t, out / t) for t in ("cpu-fp32", "android-gpu", "android-nnapi")}
 
 
 def test_pytorch_digits_int8_within_one_point_and_under_30_percent(built, digits):
     _, source_dir = digits
-    acc = {t: _accuracy(b[3], source_dir) for t, b in built.items()}
+    acc = {t: accuracy(b[3].outputs, source_dir) for t, b in built.items()}
     size = {t: b[2].stat().st_size for t, b in built.items()}
     assert acc["cpu-fp32"] > 95
     assert abs(acc["android-nnapi"] - acc["cpu-fp32"]) <= 1.0
@@ -116,21 +74,21 @@ def test_quantization_states_what_was_applied(built):
 
 def test_integer_io_records_scale_and_zero_point(digits, tmp_path):
     manifest, source_dir = digits
-    _, variant, artifact, result = _build(manifest, source_dir, "android-nnapi-io", tmp_path / "io")
+    _, variant, artifact, result = build_and_run(manifest, source_dir, "android-nnapi-io", tmp_path / "io")
     (inp,), (out,) = variant.io["inputs"], variant.io["outputs"]
     assert inp["dtype"] == out["dtype"] == "int8"
     assert inp["quantization"]["scale"] == pytest.approx(1 / 255, rel=1e-3)
     assert inp["quantization"]["zero_point"] == -128 and out["quantization"]["scale"] > 0
     assert "int8 inputs/outputs" in variant.quantization["summary"]
-    assert _accuracy(result, source_dir) > 97
-    lint = get_runtime("tflite").lint(_ctx(manifest, source_dir, "android-nnapi-io", tmp_path / "io"), artifact)
+    assert accuracy(result.outputs, source_dir) > 97
+    lint = get_runtime("tflite").lint(runtime_context(manifest, source_dir, "android-nnapi-io", tmp_path / "io"), artifact)
     assert lint[0].name == "nnapi" and lint[0].verdict == "clean" and lint[0].coverage == 1.0
 
 
 def test_conversion_is_byte_identical(digits, built, tmp_path):
     manifest, source_dir = digits
     rt = get_runtime("tflite")
-    again = rt.convert(_ctx(manifest, source_dir, "android-nnapi", tmp_path / "again"))
+    again = rt.convert(runtime_context(manifest, source_dir, "android-nnapi", tmp_path / "again"))
     assert (tmp_path / "again" / again.artifact).read_bytes() == built["android-nnapi"][2].read_bytes()
 
 
@@ -200,12 +158,12 @@ def test_onnx_digits_through_onnx2tf_without_network(tmp_path, monkeypatch):
     for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.setenv(var, NO_NETWORK)
     manifest, source_dir = _project(tmp_path, ONNX_SOURCE)
-    _, variant, artifact, result = _build(manifest, source_dir, "android-nnapi", tmp_path / "nnapi")
+    _, variant, artifact, result = build_and_run(manifest, source_dir, "android-nnapi", tmp_path / "nnapi")
     assert variant.details["converter"]["converter"] == "onnx2tf"
     assert variant.io["layout_changes"] == [{"tensor": "image", "side": "input", "from": "NCHW", "to": "NHWC",
                                              "perm": [0, 2, 3, 1]}]
     assert variant.io["inputs"][0]["shape"] == [1, 8, 8, 1]
-    assert _accuracy(result, source_dir) > 97
+    assert accuracy(result.outputs, source_dir) > 97
     assert artifact.stat().st_size <= 0.30 * variant.details["float_bytes"]
 
 
@@ -239,7 +197,7 @@ def test_onnx2tf_gets_sample_images_from_our_data(tmp_path, monkeypatch):
         "targets: {gpu: {runtime: tflite, delegate: gpu, recipe: fp32}}\n")
     manifest = load_manifest(tmp_path / "rgb.yaml", root=tmp_path)
     build_source(manifest, tmp_path / "source")
-    ctx, variant, artifact, result = _build(manifest, tmp_path / "source", "gpu", tmp_path / "gpu")
+    ctx, variant, artifact, result = build_and_run(manifest, tmp_path / "source", "gpu", tmp_path / "gpu")
     sample = ctx.work_dir / "onnx2tf" / "calibration_image_sample_data_20x128x128x3_float32.npy"
     assert np.load(sample).shape == (8, 16, 16, 3)
     assert variant.io["inputs"][0]["shape"] == [1, 16, 16, 3]

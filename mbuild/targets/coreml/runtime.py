@@ -69,7 +69,7 @@ class CoreMLRuntime(Runtime):
     extra = "coreml"
 
     def parse_options(self, target) -> CoreMLConfig:
-        return CoreMLConfig(**target.options)
+        return self.options_as(CoreMLConfig, target)
 
     # -- validate-time checks (no SDK import) --------------------------------------------------------
     def check_target(self, manifest, target, recipe) -> str | None:

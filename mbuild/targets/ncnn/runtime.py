@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Variant
+from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Variant, require_api_range
 
 if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
     import numpy as np
@@ -58,9 +58,7 @@ class NcnnRuntime(Runtime):
         cfg = self.options_as(NcnnConfig, target)
         if cfg.device not in API_DEFAULTS:
             raise ValueError(f"device must be one of {', '.join(API_DEFAULTS)}, not {cfg.device!r}")
-        low, high = cfg.api_range()
-        if high is not None and low > high:
-            raise ValueError(f"min_api {low} is above max_api {high}")
+        require_api_range(*cfg.api_range())
         return cfg
 
     def check_target(self, manifest, target, recipe) -> str | None:

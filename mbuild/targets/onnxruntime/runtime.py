@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,13 +54,13 @@ class OnnxRuntime(Runtime):
     check_options = ("also_check",)  # read by check: only; editing them re-runs the check, not the variant
 
     def parse_options(self, target) -> OnnxRuntimeConfig:
-        options = dict(target.options)
-        consumers = tuple(options.pop("also_check", ()) or ())
+        cfg = self.options_as(OnnxRuntimeConfig, target)
+        consumers = tuple(cfg.also_check or ())
         unknown = [c for c in consumers if c not in SECOND_CONSUMERS]
         if unknown:
             raise ValueError(f"also_check: {unknown[0]!r} is not a consumer mbuild runs; use one of "
                              f"{', '.join(SECOND_CONSUMERS)}")
-        return OnnxRuntimeConfig(**options, also_check=consumers)
+        return replace(cfg, also_check=consumers)
 
     def check_versions(self, target) -> dict[str, str]:
         """Versions of the second consumers the check runs (its task digest)."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from mbuild._io import write_bytes_atomic
 from mbuild.errors import BuildError
-from mbuild.targets.base import BuildContext, Conversion, LintResult, RunResult, Runtime, Variant
+from mbuild.targets.base import BuildContext, Conversion, LintResult, RunResult, Runtime, Variant, require_api_range
 from mbuild.workers import phase
 
 if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
@@ -66,9 +66,7 @@ class TFLiteRuntime(Runtime):
         cfg = self.options_as(TFLiteConfig, target)
         if cfg.delegate not in API_DEFAULTS:
             raise ValueError(f"delegate must be one of {', '.join(API_DEFAULTS)}, not {cfg.delegate!r}")
-        low, high = cfg.api_range()
-        if high is not None and low > high:
-            raise ValueError(f"min_api {low} is above max_api {high}")
+        require_api_range(*cfg.api_range())
         return cfg
 
     def check_target(self, manifest, target, recipe) -> str | None:
