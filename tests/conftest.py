@@ -103,20 +103,18 @@ def pytest_addoption(parser):
     parser.addoption("--slow", action="store_true", help="also run the tests marked slow (minutes-long loops)")
 
 
-# Session fixtures worth building once per suite, not once per test process: their tests share one process.
-SHARED_BUILDS = ("digits_full_project",)
+# Session fixtures too costly to build twice: with `--dist loadfile` each test process builds its own, so their
+# tests must all live in one file.
+ONE_FILE_FIXTURES = {"digits_full_project": "tests/e2e/test_digits_bundle.py"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Group tests for the two test processes, and skip the slow ones unless asked for.
-
-    With ``--dist loadgroup`` (pyproject's addopts) a group runs in one process: a test file keeps its
-    module fixtures in one place, and every test of the full digits build shares that one build.
-    Tests marked slow run only when asked for (`--slow`, or a `-m` expression such as `-m slow`).
-    """
+    """Tests marked slow run only when asked for (`--slow`, or a `-m` expression such as `-m slow`)."""
     for item in items:
-        shared = next((f for f in SHARED_BUILDS if f in getattr(item, "fixturenames", ())), None)
-        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::", 1)[0]))
+        for fixture, home in ONE_FILE_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()) and not item.nodeid.startswith(home):
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: move it into {home}, where the other tests of "
+                                        "that build are (each test process would build it again)")
     if config.getoption("--slow") or config.option.markexpr:
         return
     skip = pytest.mark.skip(reason="slow: run with --slow or -m slow")

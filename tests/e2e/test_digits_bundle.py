@@ -167,3 +167,24 @@ def test_a_second_doit_on_the_whole_matrix_runs_nothing(digits_full_project):
 
     proc = run_doit(digits_full_project, check=True)
     assert executed_tasks(proc.stdout) == set(), proc.stdout
+
+
+def test_digits_bundle_play_export_agrees_with_select(digits_full_project):
+    """Play and Apple exports of the real digits bundle agree with select (kept in this file: it shares the one build)."""
+    from mbuild.bundle.exports import apple_model_steps, apple_variant_for
+    from mbuild.bundle.play import play_plan, play_variant_for
+    from tests.bundle.test_exports import checkable
+
+    with zipfile.ZipFile(digits_full_project / "dist/digits-cnn-1.0.0.mbundle") as zf:
+        bundle = json.loads(zf.read("bundle.json"))
+    devices = load_devices()
+    plan = play_plan(bundle, devices)
+    steps = apple_model_steps(bundle, devices)
+    for device in devices:
+        props = device_properties(device)
+        if device in checkable(devices):
+            assert play_variant_for(plan, props) == select(bundle, props).variant_id, device.id
+        elif device.platform == "ios":
+            for identifier in device.model_identifiers:
+                assert apple_variant_for(steps, identifier, props["os_version"]) == select(bundle, props).variant_id
+    assert not [a for a in plan.approximations if "select gives" in a or "cannot target" in a]
