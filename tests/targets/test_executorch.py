@@ -308,3 +308,35 @@ def test_onnx_source_is_refused(tmp_path):
             "inputs:\n  input: {shape: [1, 1, 8, 8]}\noutputs:\n  logits: {}\n")
     msg = _refusal(tmp_path, "{precision: fp32}", "{runtime: executorch, recipe: r}", head=head)
     assert "executorch" in msg and "onnx source" in msg and "onnxruntime" in msg
+
+
+def test_prelu_after_linear_is_kept_off_xnnpack_and_runs_on_portable_kernels(tmp_path):
+    """ExecuTorch 1.5's XNNPACK channels-last pass asserts on a 2-D prelu (MTCNN's ONet): lowering must not fail."""
+    import torch
+
+    from mbuild.targets.executorch.program import run_program
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.PReLU(4), torch.nn.Flatten(),
+                                 torch.nn.Linear(144, 8), torch.nn.PReLU(8)).eval()
+    path, example, report = _lower_tiny(module, tmp_path)
+    assert [k["op"] for k in report.details["kept_off_delegate"]] == ["aten.prelu"]  # the 2-D one only
+    assert "2-D input" in report.details["kept_off_delegate"][0]["why"]
+    assert report.verdict == "partial" and report.details["portable_kernel_calls"]  # the 2-D prelu, decomposed
+    assert "aten.prelu" in report.details["delegates"][0]["op_types"]  # the 4-D one stays delegated
+    outputs, _ = run_program(path, {"x": example[0].numpy()[None]}, ["x"], ["y"])
+    np.testing.assert_allclose(outputs["y"][0], module(example[0]).detach().numpy(), atol=1e-5)
+
+
+def test_lowering_failure_names_the_innermost_cause():
+    from mbuild.targets.executorch.lower import failure_text
+
+    try:
+        try:
+            raise AssertionError("Attempting to convert non-NHWC compatible node to NHWC")
+        except AssertionError as inner:
+            raise Exception("An error occurred when running the 'ChannelsLastTaggedReshapePass' pass") from inner
+    except Exception as e:  # noqa: BLE001
+        text = failure_text(e)
+    assert text.startswith("Exception: An error occurred when running the 'ChannelsLastTaggedReshapePass'")
+    assert text.endswith("(caused by AssertionError: Attempting to convert non-NHWC compatible node to NHWC)")

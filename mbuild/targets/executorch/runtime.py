@@ -174,13 +174,14 @@ class ExecuTorchRuntime(Runtime):
             details["float_artifact"] = "sibling_fp32.pte"
             quant = _describe_int8(q, len(calibration))
         write_json_atomic(ctx.out_dir / DELEGATION, delegation)
-        details.update({"delegation": {k: delegation[k] for k in ("delegated_ops", "portable_ops",
-                                                                   "portable_cost_share")},
+        details.update({"delegation": {k: delegation[k] for k in ("delegated_ops", "portable_ops", "portable_cost_share",
+                                                                   "kept_off_delegate") if k in delegation},
                         "bytes": out.stat().st_size})
         audit = make_audit(q.weights if q else None, weights, allow_partial=bool(q and q.allow_partial))
         notes = [f"lowered with the {cfg.partitioner} partitioner: {delegation['delegated_ops']} op(s) delegated, "
                  f"{delegation['portable_ops']} on portable kernels"
                  + (f" ({', '.join(delegation['portable'])})" if delegation["portable"] else "")]
+        notes += [f"{k['node']} kept off the delegate: {k['why']}" for k in delegation.get("kept_off_delegate", [])]
         return Variant(artifact=ARTIFACT, format="pte", quantization=quant, audit=audit, io=self._io(ctx),
                        notes=notes, details=details)
 
