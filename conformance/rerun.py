@@ -7,8 +7,8 @@ mbuild recorded; ``executorch.runtime`` for .pte; the ``ncnn`` package for .ncnn
 packing and arithmetic off, as mbuild's check runs it; blobs found in the .param text); and
 @tensorflow/tfjs on the wasm backend in Node for .tfjs, through this folder's own ``rerun_tfjs.cjs``
 (I/O read from model.json's signature). The reference is the source model run here too (ONNX Runtime
-on the source .onnx, PyTorch on the module and weights), or mbuild's recorded reference where this
-script has no runner of its own (a Keras source). The metrics are computed by the code below, not by
+on the source .onnx, PyTorch on the module and weights, tf_keras on a Keras 2 .h5), or mbuild's
+recorded reference where this script has no runner of its own (other TensorFlow sources). The metrics are computed by the code below, not by
 ``mbuild.validate``: cosine, top-1 agreement, CTC decoding with exact match and character error rate,
 box decoding with NMS, IoU matching, recall, precision and matched-box IoU, and the range error of a
 regression output. Each recomputed metric that has a limit in the recorded tolerance is judged here and
@@ -56,6 +56,8 @@ def reference_outputs(spec: dict, base: Path, inputs: dict, build: Path) -> tupl
         return run_onnx(base / src["onnx"]["model"], spec, inputs), "source .onnx run here (onnxruntime)"
     if "pytorch" in src:
         return run_pytorch(src["pytorch"], base, names, inputs), "source module run here (PyTorch)"
+    if "tensorflow" in src and Path(src["tensorflow"]["model"]).suffix in (".h5", ".hdf5"):
+        return run_keras2(base / src["tensorflow"]["model"], names, inputs), "source .h5 run here (tf_keras)"
     with np.load(build / "source" / "reference.npz") as z:
         return {n: np.asarray(z[f"output:{n}"]) for n in names}, "mbuild's recorded reference (no runner here)"
 
@@ -80,6 +82,19 @@ def run_pytorch(src: dict, base: Path, names: list[str], inputs: dict) -> dict:
             for n, y in zip(names, result):
                 outs[n].append(y.numpy())
     return {n: np.stack(v) for n, v in outs.items()}
+
+
+def run_keras2(path: Path, names: list[str], inputs: dict) -> dict:
+    """A legacy Keras 2 .h5 model with tf_keras (mbuild loads it with Keras 3): all samples as one batch."""
+    import tf_keras
+
+    model = tf_keras.models.load_model(str(path), compile=False)
+    arrays = list(inputs.values())
+    count = len(arrays[0])
+    result = model.predict([a.reshape(-1, *a.shape[2:]) for a in arrays], verbose=0)  # [samples * 1, ...]
+    result = result if isinstance(result, list) else [result]
+    batch = arrays[0].shape[1]  # the declared batch of each sample
+    return {n: np.asarray(y, dtype=np.float32).reshape(count, batch, *y.shape[1:]) for n, y in zip(names, result)}
 
 
 # -- the runtimes ---------------------------------------------------------------------------------
