@@ -340,3 +340,23 @@ def test_lowering_failure_names_the_innermost_cause():
         text = failure_text(e)
     assert text.startswith("Exception: An error occurred when running the 'ChannelsLastTaggedReshapePass'")
     assert text.endswith("(caused by AssertionError: Attempting to convert non-NHWC compatible node to NHWC)")
+
+
+@pytest.mark.slow  # coremltools' import and two Core ML lowerings: ~80 s on the 2-core build machine
+def test_coreml_partition_of_prelu_after_linear_lowers_with_the_prelu_rewritten():
+    """Core ML takes a per-channel prelu on 4-D inputs only: the 2-D one is rewritten, as the coreml runtime does."""
+    pytest.importorskip("coremltools")
+    import torch
+
+    from mbuild.targets.executorch import lower
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 8), torch.nn.PReLU(8)).eval()
+    with torch.no_grad():
+        module[2].weight.copy_(torch.linspace(0.1, 0.4, 8))  # per-channel slopes (all equal ones would convert)
+    expected = module(torch.ones(1, 3, 4, 4)).detach()
+    program, delegation, data, notes = lower.export_and_lower(module, (torch.rand(1, 3, 4, 4),), "coreml", "17.0")
+    assert len(notes) == 1 and notes[0].startswith("rewrote nn.PReLU as relu(x) - w * relu(-x)") and "prelu" in notes[0]
+    assert [d["backend"] for d in delegation["delegates"]] == ["CoreMLBackend"] and delegation["portable_ops"] == 0
+    assert data[4:8] == b"ET12"  # a .pte (flatbuffer identifier)
+    torch.testing.assert_close(module(torch.ones(1, 3, 4, 4)).detach(), expected)  # the rewrite is the same function

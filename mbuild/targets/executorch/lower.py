@@ -92,6 +92,28 @@ def quantize_static(module, example: tuple, calibration: list[tuple], per_channe
         raise BuildError(f"PT2E static int8 (XNNPACK quantizer) failed: {type(e).__name__}: {str(e)[:800]}") from e
 
 
+def export_and_lower(module, example: tuple, partitioner: str, min_os: str | None = None):
+    """(exported program, delegation summary, .pte bytes, notes) of an fp32 module.
+
+    Core ML converts a per-channel prelu only on 4-D inputs; when the Core ML partitioner's lowering
+    fails on a prelu, nn.PReLU is rewritten as relu(x) - w * relu(-x) and lowered again (as the
+    ``coreml`` runtime does), and the notes say so.
+    """
+    from mbuild.sources.pytorch import rewrite_prelu
+
+    program = export(module, example)
+    try:
+        delegation, data = lower(program, partitioner, min_os)
+        return program, delegation, data, []
+    except BuildError as first:
+        if partitioner != "coreml" or "prelu" not in str(first) or not rewrite_prelu(module):
+            raise
+        program = export(module, example)
+        delegation, data = lower(program, partitioner, min_os)
+        return program, delegation, data, [f"rewrote nn.PReLU as relu(x) - w * relu(-x) after the first lowering "
+                                           f"failed: {first}"]
+
+
 def xnnpack_partitioner(kept_off: list[dict] | None = None):
     """The XNNPACK partitioner, keeping off the delegate what ExecuTorch's XNNPACK backend accepts but cannot lower.
 

@@ -135,13 +135,12 @@ class ExecuTorchRuntime(Runtime):
         cfg = self._options(ctx)
         module = ctx.load_source_model().eval()
         example = self._example(ctx)
-        phase("torch.export of the source model")
-        program = lower.export(module, example)
-        phase(f"lowering with the {cfg.partitioner} partitioner")
-        delegation, data = lower.lower(program, cfg.partitioner, cfg.min_os or MIN_OS)
+        phase(f"torch.export of the source model, lowered with the {cfg.partitioner} partitioner")
+        program, delegation, data, notes = lower.export_and_lower(module, example, cfg.partitioner, cfg.min_os or MIN_OS)
         write_bytes_atomic(out_dir / "fp32.pte", data)
         weights = [asdict(t) for t in lower.weight_tensors(program)]
-        return {"artifact": "fp32.pte", "partitioner": cfg.partitioner, "delegation": delegation, "weights": weights}
+        return {"artifact": "fp32.pte", "partitioner": cfg.partitioner, "delegation": delegation, "weights": weights,
+                "notes": notes}
 
     def convert(self, ctx: BuildContext) -> Variant:
         from mbuild.recipes.audit import WeightTensor, make_audit
@@ -182,6 +181,7 @@ class ExecuTorchRuntime(Runtime):
                  f"{delegation['portable_ops']} on portable kernels"
                  + (f" ({', '.join(delegation['portable'])})" if delegation["portable"] else "")]
         notes += [f"{k['node']} kept off the delegate: {k['why']}" for k in delegation.get("kept_off_delegate", [])]
+        notes += facts.get("notes", [])
         return Variant(artifact=ARTIFACT, format="pte", quantization=quant, audit=audit, io=self._io(ctx),
                        notes=notes, details=details)
 
