@@ -5,17 +5,17 @@ runtime's own API: ``onnxruntime.InferenceSession`` for .onnx; ``ai_edge_litert`
 quantized/dequantized with the scale and zero point the interpreter reports, checked against the ones
 mbuild recorded; ``executorch.runtime`` for .pte; the ``ncnn`` package for .ncnn (CPU, fp16 storage,
 packing and arithmetic off, as mbuild's check runs it; blobs found in the .param text); and
-@tensorflow/tfjs on the wasm backend in Node for .tfjs, through this folder's own ``rerun_tfjs.cjs``
-(I/O read from model.json's signature). The reference is the source model run here too (ONNX Runtime
-on the source .onnx, PyTorch on the module and weights, tf_keras on a Keras 2 .h5), or mbuild's
-recorded reference where this script has no runner of its own (other TensorFlow sources). The metrics are computed by the code below, not by
-``mbuild.validate``: cosine, top-1 agreement, CTC decoding with exact match and character error rate,
-box decoding with NMS, IoU matching, recall, precision and matched-box IoU, and the range error of a
-regression output. Each recomputed metric that has a limit in the recorded tolerance is judged here and
-compared with mbuild's judgement of the same limit (a failure naming that output and tolerance key, or
-none). A cell agrees when every such limit gets the same verdict. Limits this script does not recompute
-(per-channel SNR, per-part tensor gates) are listed, not judged. Writes ``work/rerun.json``; ``run.py``
-puts the verdicts in the README.
+@tensorflow/tfjs on the wasm backend in Node for .tfjs, through this folder's own ``rerun_tfjs.cjs`` (I/O
+read from model.json's signature). The reference is the source model run here too (ONNX Runtime on the
+source .onnx, PyTorch on the module and weights, tf_keras on a Keras 2 .h5), or mbuild's recorded
+reference where this script has no runner of its own (other TensorFlow sources). The metrics are computed
+by the code below, not by ``mbuild.validate``: cosine, top-1 agreement, CTC decoding with exact match and
+character error rate, box decoding with NMS, IoU matching, recall, precision and matched-box IoU, and the
+range error of a regression output. Each recomputed metric that has a limit in the recorded tolerance is
+judged here and compared with mbuild's judgement of the same limit (a failure naming that output and
+tolerance key, or none). A cell agrees when every such limit gets the same verdict. Limits this script
+does not recompute (per-channel SNR, per-part tensor gates) are listed, not judged. Writes
+``work/rerun.json``; ``run.py`` puts the verdicts in the README.
 
     .venv/bin/python conformance/rerun.py [MODEL ...]    # after run.py (needs the build folder)
     .venv/bin/python conformance/rerun.py --self-check   # each judged limit of each agreeing cell falsified in turn: must disagree

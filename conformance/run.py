@@ -304,10 +304,11 @@ node and op type it failed on); the full converter log stays in the build folder
 {rerun_line} It loads each built artifact from the build folder and runs it with
 the runtime's own API (`onnxruntime.InferenceSession`, `ai_edge_litert` with the interpreter's int8 I/O
 scale and zero point, `executorch.runtime`, the `ncnn` package with fp16 off, `@tensorflow/tfjs` on wasm in Node
-through a runner of its own), runs the source model itself for the reference, recomputes cosine, top-1 agreement,
-CTC exact match / CER and detection recall / precision / box IoU with its own code (not `mbuild.validate`),
-and judges them against the limits mbuild recorded; "re-run agrees (failed)" means it breaks the same limits.
-Limits it does not recompute (per-channel SNR, per-part tensor limits) are left to mbuild.
+through a runner of its own), runs the source model itself for the reference (the Keras .h5 with tf_keras, where
+mbuild uses Keras 3), recomputes cosine, top-1 agreement, CTC exact match / CER, detection recall / precision /
+box IoU and regression range error with its own code (not `mbuild.validate`), and judges them against the limits
+mbuild recorded (for ncnn also mbuild's second run with ncnn's device defaults); "re-run agrees (failed)" means it
+breaks the same limits. Limits it does not recompute (per-channel SNR, per-part tensor limits) are left to mbuild.
 
 {chr(10).join(lines)}
 """
