@@ -44,7 +44,7 @@ def check_manifest_targets(manifest: "Manifest") -> None:
         if kind not in runtime.sources:
             possible = sorted(n for n in RUNTIMES if kind in get_runtime(n).sources)
             raise ManifestError(
-                f"runtime {target.runtime!r} cannot be built from {'an' if kind[:1] in 'aeiou' else 'a'} {kind} source; "
+                f"runtime {target.runtime!r} cannot be built from a {kind} source; "
                 f"runtimes possible for {kind}: {', '.join(possible)}",
                 manifest.positions.of(key + ("runtime",)), f"targets.{name}.runtime")
         recipe_names = target.candidates if target.recipe == "auto" else (target.recipe,)
