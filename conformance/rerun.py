@@ -1,20 +1,24 @@
 """Re-run every built conformance cell outside mbuild and check the verdict mbuild recorded.
 
 For each target with a built artifact, this loads the file from the build folder and runs it with the
-runtime's own Python API (``onnxruntime.InferenceSession`` for .onnx, ``ai_edge_litert`` for .tflite,
-int8 I/O quantized/dequantized with the scale and zero point the interpreter reports, checked against
-the ones mbuild recorded). The reference is the source model run here too (ONNX Runtime on the source
-.onnx, PyTorch on the module and weights), or mbuild's recorded reference where this script has no
-runner of its own (a Keras source). The metrics are computed by the code below, not by
-``mbuild.validate``: cosine, top-1 agreement, CTC decoding with exact match and character error rate,
-box decoding with NMS, IoU matching, recall, precision and matched-box IoU. Each recomputed metric
-that has a limit in the recorded tolerance is judged here and compared with mbuild's judgement of the
-same limit (a failure naming that output and tolerance key, or none). A cell agrees when every such
-limit gets the same verdict. Limits this script does not recompute (per-channel SNR, per-part tensor
-gates) are listed, not judged. Writes ``work/rerun.json``; ``run.py`` puts the verdicts in the README.
+runtime's own API: ``onnxruntime.InferenceSession`` for .onnx; ``ai_edge_litert`` for .tflite, int8 I/O
+quantized/dequantized with the scale and zero point the interpreter reports, checked against the ones
+mbuild recorded; ``executorch.runtime`` for .pte; the ``ncnn`` package for .ncnn (CPU, fp16 storage,
+packing and arithmetic off, as mbuild's check runs it; blobs found in the .param text); and
+@tensorflow/tfjs on the wasm backend in Node for .tfjs, through this folder's own ``rerun_tfjs.cjs`` (I/O
+read from model.json's signature). The reference is the source model run here too (ONNX Runtime on the
+source .onnx, PyTorch on the module and weights, tf_keras on a Keras 2 .h5), or mbuild's recorded
+reference where this script has no runner of its own (other TensorFlow sources). The metrics are computed
+by the code below, not by ``mbuild.validate``: cosine, top-1 agreement, CTC decoding with exact match and
+character error rate, box decoding with NMS, IoU matching, recall, precision and matched-box IoU, and the
+range error of a regression output. Each recomputed metric that has a limit in the recorded tolerance is
+judged here and compared with mbuild's judgement of the same limit (a failure naming that output and
+tolerance key, or none). A cell agrees when every such limit gets the same verdict. Limits this script
+does not recompute (per-channel SNR, per-part tensor gates) are listed, not judged. Writes
+``work/rerun.json``; ``run.py`` puts the verdicts in the README.
 
     .venv/bin/python conformance/rerun.py [MODEL ...]    # after run.py (needs the build folder)
-    .venv/bin/python conformance/rerun.py --self-check   # each agreeing cell, its record falsified: must disagree
+    .venv/bin/python conformance/rerun.py --self-check   # each judged limit of each agreeing cell falsified in turn: must disagree
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ OUT = HERE / "work" / "rerun.json"
 JUDGED = {"cosine_min": ("cosine", "min"), "top1_agreement_min": ("top1_agreement", "min"),
           "exact_match_min": ("exact_match", "min"), "cer_max": ("cer", "max"),
           "recall_min": ("recall", "min"), "precision_min": ("precision", "min"),
-          "box_iou_min": ("box_iou", "min")}
+          "box_iou_min": ("box_iou", "min"), "range_error_max": ("range_error", "max")}
 
 
 # -- the data and the reference ---------------------------------------------------------------------
@@ -52,6 +56,8 @@ def reference_outputs(spec: dict, base: Path, inputs: dict, build: Path) -> tupl
         return run_onnx(base / src["onnx"]["model"], spec, inputs), "source .onnx run here (onnxruntime)"
     if "pytorch" in src:
         return run_pytorch(src["pytorch"], base, names, inputs), "source module run here (PyTorch)"
+    if "tensorflow" in src and Path(src["tensorflow"]["model"]).suffix in (".h5", ".hdf5"):
+        return run_keras2(base / src["tensorflow"]["model"], names, inputs), "source .h5 run here (tf_keras)"
     with np.load(build / "source" / "reference.npz") as z:
         return {n: np.asarray(z[f"output:{n}"]) for n in names}, "mbuild's recorded reference (no runner here)"
 
@@ -76,6 +82,19 @@ def run_pytorch(src: dict, base: Path, names: list[str], inputs: dict) -> dict:
             for n, y in zip(names, result):
                 outs[n].append(y.numpy())
     return {n: np.stack(v) for n, v in outs.items()}
+
+
+def run_keras2(path: Path, names: list[str], inputs: dict) -> dict:
+    """A legacy Keras 2 .h5 model with tf_keras (mbuild loads it with Keras 3): all samples as one batch."""
+    import tf_keras
+
+    model = tf_keras.models.load_model(str(path), compile=False)
+    arrays = list(inputs.values())
+    count = len(arrays[0])
+    result = model.predict([a.reshape(-1, *a.shape[2:]) for a in arrays], verbose=0)  # [samples * 1, ...]
+    result = result if isinstance(result, list) else [result]
+    batch = arrays[0].shape[1]  # the declared batch of each sample
+    return {n: np.asarray(y, dtype=np.float32).reshape(count, batch, *y.shape[1:]) for n, y in zip(names, result)}
 
 
 # -- the runtimes ---------------------------------------------------------------------------------
@@ -162,6 +181,162 @@ def run_tflite(path: Path, io: dict, inputs: dict) -> tuple[dict, list[str]]:
                 y = np.transpose(y, np.argsort(e["perm"]))
             outs[e["name"]].append(np.reshape(y, e["declared_shape"]).astype(np.float32))
     return {n: np.stack(v) for n, v in outs.items()}, problems
+
+
+def run_pte(path: Path, spec: dict, inputs: dict) -> tuple[dict, list[str]]:
+    """ExecuTorch's Python runtime, one sample at a time (a .pte takes exactly its exported shapes)."""
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    names = list(spec["outputs"])
+    outs: dict[str, list] = {n: [] for n in names}
+    for i in range(len(next(iter(inputs.values())))):
+        result = method.execute([torch.from_numpy(np.ascontiguousarray(a[i], dtype=np.float32))
+                                 for a in inputs.values()])
+        if len(result) != len(names):
+            raise RuntimeError(f"the program returned {len(result)} outputs, the manifest declares {len(names)}")
+        for n, y in zip(names, result):
+            outs[n].append(np.asarray(y, dtype=np.float32).copy())
+    return {n: np.stack(v) for n, v in outs.items()}, []
+
+
+def ncnn_blobs(param: Path) -> tuple[list[str], list[str]]:
+    """The graph's input blobs (tops of Input layers) and output blobs (tops nobody reads), from the .param text."""
+    lines = param.read_text().split("\n")[2:]  # magic 7767517, then "layers blobs"
+    inputs, produced, consumed = [], [], set()
+    for line in filter(None, (x.split() for x in lines)):
+        kind, bottoms, tops = line[0], int(line[2]), int(line[3])
+        names = line[4:4 + bottoms + tops]
+        consumed.update(names[:bottoms])
+        produced += names[bottoms:]
+        if kind == "Input":
+            inputs += names[bottoms:]
+    return inputs, [b for b in produced if b not in consumed]
+
+
+def run_ncnn(folder: Path, spec: dict, inputs: dict, ref: dict, recorded_io: dict,
+             fp16_off: bool = True) -> tuple[dict, list[str]]:
+    """The ncnn package on the CPU with fp16 storage, packing and arithmetic off (as mbuild's check runs it).
+
+    pnnx names blobs in0.. / out0.. in argument and result order; ncnn has no batch axis, so a sample is
+    fed without its leading 1 and each output is reshaped to the reference's per-sample shape.
+    ``fp16_off=False``: ncnn's own defaults for this CPU (mbuild's second, informational run).
+    """
+    import ncnn
+
+    in_blobs, out_blobs = ncnn_blobs(folder / "model.param")
+    order = lambda blobs, prefix: sorted(blobs, key=lambda b: int(b[len(prefix):]) if b[len(prefix):].isdigit() else 1e9)  # noqa: E731
+    in_blobs, out_blobs = order(in_blobs, "in"), order(out_blobs, "out")
+    names = list(spec["outputs"])
+    if len(in_blobs) != len(inputs) or len(out_blobs) != len(names):
+        raise RuntimeError(f"model.param has inputs {in_blobs} and outputs {out_blobs}; the manifest declares "
+                           f"{len(inputs)} and {len(names)}")
+    notes = [f"{e['name']}: blob {blob} here, mbuild recorded {e.get('blob')}"
+             for side, blobs in (("inputs", in_blobs), ("outputs", out_blobs))
+             for e, blob in zip(recorded_io.get(side, []), blobs) if e.get("blob") != blob]
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.num_threads = 1
+    if fp16_off:
+        net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
+    if net.load_param(str(folder / "model.param")) or net.load_model(str(folder / "model.bin")):
+        raise RuntimeError(f"ncnn could not load {folder.name}")
+    outs: dict[str, list] = {n: [] for n in names}
+    for i in range(len(next(iter(inputs.values())))):
+        ex = net.create_extractor()
+        for blob, arr in zip(in_blobs, inputs.values()):
+            x = np.ascontiguousarray(arr[i], dtype=np.float32)
+            ex.input(blob, ncnn.Mat(x.reshape(x.shape[1:])))  # drop the batch of 1
+        for blob, n in zip(out_blobs, names):
+            status, mat = ex.extract(blob)
+            if status != 0:
+                raise RuntimeError(f"ncnn extract {blob}: status {status}")
+            y = np.array(mat, dtype=np.float32)
+            want = ref[n].shape[1:]
+            if y.size != int(np.prod(want)):
+                raise RuntimeError(f"ncnn blob {blob} has {list(y.shape)}, the reference {list(want)} per sample")
+            outs[n].append(y.reshape(want))
+    return {n: np.stack(v) for n, v in outs.items()}, notes
+
+
+def _fits(model: list[int], shape: list[int]) -> bool:
+    return len(model) == len(shape) and all(m in (-1, s) for m, s in zip(model, shape))
+
+
+def _last(shape: list[int]) -> list[int]:
+    """The permutation that moves axis 1 (channels) last."""
+    return [0, *range(2, len(shape)), 1]
+
+
+def tfjs_modules() -> Path:
+    env = __import__("os").environ.get("MBUILD_TFJS_NODE_MODULES")
+    return Path(env) if env else HERE.parent / "tools" / "tfjs" / "node_modules"
+
+
+def run_tfjs(folder: Path, spec: dict, inputs: dict, ref: dict) -> tuple[dict, list[str]]:
+    """@tensorflow/tfjs on the wasm backend in Node (rerun_tfjs.cjs), with the I/O read from model.json's signature.
+
+    Inputs map by name, else by position; a channels-last model (onnx2tf's SavedModel of a PyTorch/ONNX
+    source) is fed transposed and its outputs (output_0, output_1, ..) transposed back. Where this plan
+    differs from the one mbuild wrote into model.json it is noted.
+    """
+    import subprocess
+    import tempfile
+
+    model_json = json.loads((folder / "model.json").read_text())
+    sig = model_json.get("signature") or {}
+    sig_in, sig_out = sig.get("inputs", {}), sig.get("outputs", {})
+    dims = lambda e: [int(d.get("size", -1)) for d in e.get("tensorShape", {}).get("dim", [])]  # noqa: E731
+    names = list(spec["outputs"])
+    if len(sig_in) != len(inputs) or len(sig_out) != len(names):
+        raise RuntimeError(f"model.json signature has {len(sig_in)} inputs / {len(sig_out)} outputs; the manifest "
+                           f"declares {len(inputs)} / {len(names)}")
+    plan_in, plan_out = [], []
+    for k, name in enumerate(inputs):
+        key = name if name in sig_in else list(sig_in)[k]
+        shape, model = list(spec["inputs"][name]["shape"]), dims(sig_in[key])
+        perm = None if _fits(model, shape) else _last(shape)
+        if perm and not _fits(model, [shape[p] for p in perm]):
+            raise RuntimeError(f"input {name}: model takes {model}, declared {shape}")
+        plan_in.append((name, key, perm))
+    keys = names if set(names) <= set(sig_out) else sorted(sig_out, key=lambda s: int(s.rsplit("_", 1)[-1]))
+    for name, key in zip(names, keys):
+        shape, model = list(ref[name].shape[1:]), dims(sig_out[key])  # the reference: [samples, *shape]
+        perm = None if _fits(model, shape) or len(shape) < 3 else _last(shape)
+        if perm and not _fits(model, [shape[p] for p in perm]):
+            perm = None  # the sizes are checked when the result is reshaped
+        plan_out.append((name, key, perm))
+    recorded = ((model_json.get("userDefinedMetadata") or {}).get("mbuild") or {}).get("io") or {}
+    notes = [f"{side} {name}: key {key!r}, perm {perm} here; mbuild wrote key {e.get('key')!r}, perm {e.get('perm')}"
+             for side, plan in (("inputs", plan_in), ("outputs", plan_out))
+             for (name, key, perm), e in zip(plan, recorded.get(side, []))
+             if e.get("key") != key or (e.get("perm") or None) != perm]
+    count = len(next(iter(inputs.values())))
+    with tempfile.TemporaryDirectory(prefix="rerun-tfjs-") as tmp:
+        tmp = Path(tmp)
+        job = {"model": str(folder), "samples": count, "outputs": [k for _, k, _ in plan_out], "inputs": []}
+        for k, (name, key, perm) in enumerate(plan_in):
+            x = np.asarray(inputs[name], dtype="<f4")  # [samples, *declared]
+            if perm:
+                x = np.transpose(x, [0, *(p + 1 for p in perm)])
+            np.ascontiguousarray(x).tofile(tmp / f"in{k}.f32")
+            job["inputs"].append({"key": key, "file": str(tmp / f"in{k}.f32"), "shape": list(x.shape[1:])})
+        (tmp / "job.json").write_text(json.dumps(job))
+        proc = subprocess.run(["node", str(HERE / "rerun_tfjs.cjs"), str(tfjs_modules()), str(tmp / "job.json")],
+                              capture_output=True, text=True, timeout=1800)
+        if proc.returncode:
+            raise RuntimeError(f"node exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
+        done = json.loads((tmp / "done.json").read_text())
+        outs = {}
+        for name, key, perm in plan_out:
+            y = np.fromfile(done["files"][key], dtype="<f4").reshape(count, *done["shapes"][key])
+            if perm:
+                y = np.transpose(y, [0, *(int(p) + 1 for p in np.argsort(perm))])
+            outs[name] = y.reshape(ref[name].shape).astype(np.float32)
+    if done["backend"] != "wasm":
+        notes.append(f"ran on the {done['backend']} backend, not wasm")
+    return outs, notes
 
 
 # -- metrics, written here from their definitions -------------------------------------------------
@@ -306,6 +481,14 @@ def detection(ref: dict, out: dict, name: str, decl: dict) -> dict:
             "reference_detections": total_ref, "matched": len(matched)}
 
 
+def range_error(ref: np.ndarray, out: np.ndarray, declared: list | None) -> float | None:
+    """The largest absolute error as a share of the declared value range (else the range the reference spans)."""
+    lo, hi = declared if declared else (float(ref.min()), float(ref.max()))
+    width = float(hi) - float(lo)
+    err = float(np.abs(out.astype(np.float64) - ref.astype(np.float64)).max())
+    return err / width if width > 0 else None
+
+
 def metrics_for(spec: dict, ref: dict, out: dict) -> dict[str, dict]:
     result = {}
     for name, decl in spec["outputs"].items():
@@ -318,6 +501,8 @@ def metrics_for(spec: dict, ref: dict, out: dict) -> dict[str, dict]:
             m.update(sequence(ref[name], out[name], decl))
         elif kind == "detection":
             m.update(detection(ref, out, name, decl))
+        elif kind == "regression":
+            m["range_error"] = range_error(ref[name], out[name], decl.get("range"))
         result[name] = m
     return result
 
@@ -382,6 +567,12 @@ def rerun_manifest(path: Path) -> dict[str, dict]:
                 out = run_onnx(artifact, spec, inputs)
             elif artifact.suffix == ".tflite":
                 out, notes = run_tflite(artifact, variant["io"], inputs)
+            elif artifact.suffix == ".pte":
+                out, notes = run_pte(artifact, spec, inputs)
+            elif artifact.suffix == ".ncnn":
+                out, notes = run_ncnn(artifact, spec, inputs, ref, variant.get("io") or {})
+            elif artifact.suffix == ".tfjs":
+                out, notes = run_tfjs(artifact, spec, inputs, ref)
             else:
                 cells[target] = {"status": "not run", "reason": f"no runner here for {artifact.suffix}"}
                 continue
@@ -390,6 +581,16 @@ def rerun_manifest(path: Path) -> dict[str, dict]:
             continue
         mine = metrics_for(spec, ref, out)
         verdict = compare(mine, validation)
+        second = (report.get("also_checked") or {}).get("device_defaults")
+        if artifact.suffix == ".ncnn" and second:  # mbuild's informational run with ncnn's defaults: judged the same
+            try:
+                again, _ = run_ncnn(artifact, spec, inputs, ref, variant.get("io") or {}, fp16_off=False)
+                other = compare(metrics_for(spec, ref, again), {**second, "tolerance": validation.get("tolerance")})
+                verdict["disagreements"] += [f"device defaults: {d}" for d in other["disagreements"]]
+                verdict["agree"] = not verdict["disagreements"]
+                verdict["device_defaults"] = {k: other[k] for k in ("verdict_here", "agree", "judged")}
+            except Exception as e:  # noqa: BLE001
+                verdict["device_defaults"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         cells[target] = {"status": "agree" if verdict["agree"] else "disagree", "artifact": str(artifact.relative_to(HERE)),
                          "reference": ref_from, "metrics": mine, "io_notes": notes, **verdict}
     return cells
@@ -402,7 +603,9 @@ def self_check() -> int:
 
 
 def falsified_records_caught() -> tuple[int, int]:
-    """Show that the comparison can disagree: flip mbuild's recorded judgement of one limit in each re-run cell."""
+    """Show that the comparison can disagree: flip mbuild's recorded judgement of each judged limit, one at a time."""
+    import copy
+
     results = json.loads(OUT.read_text())
     tried = caught = 0
     for model, cells in results.items():
@@ -410,19 +613,21 @@ def falsified_records_caught() -> tuple[int, int]:
         for target, c in cells.items():
             if c["status"] not in ("agree", "disagree"):
                 continue
-            validation = json.loads((HERE / "build" / spec_name / "targets" / target / "report.json").read_text())[
+            recorded = json.loads((HERE / "build" / spec_name / "targets" / target / "report.json").read_text())[
                 "validation"]
-            base = compare(c["metrics"], validation)
-            if not base["agree"] or not base["judged"]:
+            base = compare(c["metrics"], recorded)
+            if not base["agree"]:
                 continue
-            j = base["judged"][0]
-            if j["broken_in_mbuild"]:  # pretend mbuild passed it
-                validation["failures"] = [f for f in validation["failures"]
-                                          if not (f.get("output") == j["output"] and f.get("tolerance") == j["key"])]
-            else:  # pretend mbuild failed it
-                validation.setdefault("failures", []).append({"output": j["output"], "tolerance": j["key"], "part": None})
-            tried += 1
-            caught += not compare(c["metrics"], validation)["agree"]
+            for j in base["judged"]:
+                validation = copy.deepcopy(recorded)
+                if j["broken_in_mbuild"]:  # pretend mbuild passed it
+                    validation["failures"] = [f for f in validation["failures"] if not (
+                        f.get("output") == j["output"] and f.get("tolerance") == j["key"])]
+                else:  # pretend mbuild failed it
+                    validation.setdefault("failures", []).append({"output": j["output"], "tolerance": j["key"],
+                                                                  "part": None})
+                tried += 1
+                caught += not compare(c["metrics"], validation)["agree"]
     return caught, tried
 
 

@@ -22,7 +22,11 @@ sys.path.insert(0, str(HERE))
 import prepare  # noqa: E402
 
 # Columns: the targets each manifest declares, plus runtimes a source cannot reach (probed for the reason).
-PROBES = {"ios-ane": {"runtime": "coreml", "compute_units": "cpu_and_ne", "min_os": "16.0", "recipe": "fp16"}}
+PROBES = {"ios-ane": {"runtime": "coreml", "compute_units": "cpu_and_ne", "min_os": "16.0", "recipe": "fp16"},
+          "android-et-fp32": {"runtime": "executorch", "partitioner": "xnnpack", "recipe": "fp32"},
+          # runtimes with no int8 path here: the refusal names why
+          "android-ncnn-int8": {"runtime": "ncnn", "recipe": "int8"},
+          "web-int8": {"runtime": "tfjs", "recipe": "int8"}}
 PACKAGES = {"facenet-onet": "facenet-pytorch", "facenet-pnet": "facenet-pytorch", "ppocr-det": "rapidocr-onnxruntime",
             "ppocr-rec": "rapidocr-onnxruntime", "fer-emotion": "fer", "silero-vad": "silero-vad"}
 
@@ -176,8 +180,8 @@ def _rerun_summary(marks: dict) -> str:
         line += f", **{counts['disagree']} disagree**"
     if counts.get("error"):
         line += f", {counts['error']} could not be run"
-    return line + (f"; with one recorded judgement falsified per cell (`rerun.py --self-check`) it disagrees in "
-                   f"{caught} of {tried}.")
+    return line + (f"; with each recorded judgement of a limit falsified in turn (`rerun.py --self-check`) it "
+                   f"disagrees in {caught} of {tried}.")
 
 
 def main() -> int:
@@ -276,7 +280,12 @@ Build: `doit -n 1` in conformance/, {seconds:.0f} s wall on {machine}. Cells: {s
 
 Targets: `cpu-*` ONNX Runtime CPU (fp32, fp16, int8 static QDQ, int8 dynamic); `tflite-fp32` LiteRT
 XNNPACK; `android-gpu` LiteRT fp16; `android-nnapi` LiteRT int8 static W8A8 (ai-edge-quantizer);
-`ios-ane` Core ML fp16; `*-int8-auto`/`android-nnapi-auto` the same static int8 with `exclude: auto` (the
+`ios-ane` Core ML fp16; `android-et-*` ExecuTorch `.pte` with the XNNPACK partitioner (fp32, and int8 static
+W8A8 with PT2E and the XNNPACK quantizer), run with ExecuTorch's Python runtime; `android-ncnn` ncnn (pnnx)
+fp16 weights for the Vulkan GPU, `android-ncnn-cpu` fp32 for the CPU, both checked with ncnn's fp16 storage and
+arithmetic off; `web-*` TensorFlow.js graph models (fp32, fp16 or uint8 weight storage, dequantized at load)
+run in Node on the wasm backend; `android-ncnn-int8` and `web-int8` are probes of static int8 those runtimes
+cannot build here; `*-int8-auto`/`android-nnapi-auto` the same static int8 with `exclude: auto` (the
 layers that hurt most kept in float, one at a time, until the tolerance holds; the report names them);
 `*-keep` the same static int8 with `keep_outputs_float: true`; facenet-pnet's `cpu-auto` is `recipe: auto`
 over int8, int8-keep, fp16, fp32 (the smallest candidate that passes; the cell names the one chosen).
@@ -293,11 +302,13 @@ not allow a partial result. "failed" names the step and the converter's own mess
 node and op type it failed on); the full converter log stays in the build folder.
 
 {rerun_line} It loads each built artifact from the build folder and runs it with
-the runtime's own Python API (`onnxruntime.InferenceSession`, `ai_edge_litert` with the interpreter's int8 I/O
-scale and zero point), runs the source model itself for the reference, recomputes cosine, top-1 agreement,
-CTC exact match / CER and detection recall / precision / box IoU with its own code (not `mbuild.validate`),
-and judges them against the limits mbuild recorded; "re-run agrees (failed)" means it breaks the same limits.
-Limits it does not recompute (per-channel SNR, per-part tensor limits) are left to mbuild.
+the runtime's own API (`onnxruntime.InferenceSession`, `ai_edge_litert` with the interpreter's int8 I/O
+scale and zero point, `executorch.runtime`, the `ncnn` package with fp16 off, `@tensorflow/tfjs` on wasm in Node
+through a runner of its own), runs the source model itself for the reference (the Keras .h5 with tf_keras, where
+mbuild uses Keras 3), recomputes cosine, top-1 agreement, CTC exact match / CER, detection recall / precision /
+box IoU and regression range error with its own code (not `mbuild.validate`), and judges them against the limits
+mbuild recorded (for ncnn also mbuild's second run with ncnn's device defaults); "re-run agrees (failed)" means it
+breaks the same limits. Limits it does not recompute (per-channel SNR, per-part tensor limits) are left to mbuild.
 
 {chr(10).join(lines)}
 """

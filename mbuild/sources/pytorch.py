@@ -371,3 +371,31 @@ def versions() -> dict[str, str]:
 
 if __name__ == "__main__":
     sys.exit(_probe_main(*sys.argv[1:3]))
+
+
+def rewrite_prelu(model) -> bool:
+    """Replace nn.PReLU with an equivalent any-rank form; True if something was replaced.
+
+    Core ML converts a per-channel prelu only on 4-D inputs (coremltools and ExecuTorch's Core ML
+    partitioner alike fail on PReLU after a Linear layer); relu(x) - w * relu(-x) converts at any rank.
+    """
+    import torch
+
+    class _PReLU(torch.nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = torch.nn.Parameter(weight.detach().clone(), requires_grad=False)
+
+        def forward(self, x):
+            w = self.weight
+            if w.numel() > 1 and x.dim() > 1:
+                w = w.reshape([1, -1] + [1] * (x.dim() - 2))
+            return torch.relu(x) - w * torch.relu(-x)
+
+    replaced = False
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.PReLU):
+                setattr(parent, child_name, _PReLU(child.weight))
+                replaced = True
+    return replaced

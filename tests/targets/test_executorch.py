@@ -274,3 +274,55 @@ def test_onnx_source_is_refused(tmp_path):
             "inputs:\n  input: {shape: [1, 1, 8, 8]}\noutputs:\n  logits: {}\n")
     msg = _refusal(tmp_path, "{precision: fp32}", "{runtime: executorch, recipe: r}", head=head)
     assert "executorch" in msg and "onnx source" in msg and "onnxruntime" in msg
+
+
+def test_prelu_after_linear_is_kept_off_xnnpack_and_runs_on_portable_kernels(tmp_path):
+    """ExecuTorch 1.5's XNNPACK channels-last pass asserts on a 2-D prelu (MTCNN's ONet): lowering must not fail."""
+    import torch
+
+    from mbuild.targets.executorch.program import run_program
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.PReLU(4), torch.nn.Flatten(),
+                                 torch.nn.Linear(144, 8), torch.nn.PReLU(8)).eval()
+    path, example, report = _lower_tiny(module, tmp_path)
+    assert [k["op"] for k in report.details["kept_off_delegate"]] == ["aten.prelu"]  # the 2-D one only
+    assert "2-D input" in report.details["kept_off_delegate"][0]["why"]
+    assert report.verdict == "partial" and report.details["portable_kernel_calls"]  # the 2-D prelu, decomposed
+    assert "aten.prelu" in report.details["delegates"][0]["op_types"]  # the 4-D one stays delegated
+    outputs, _ = run_program(path, {"x": example[0].numpy()[None]}, ["x"], ["y"])
+    np.testing.assert_allclose(outputs["y"][0], module(example[0]).detach().numpy(), atol=1e-5)
+
+
+def test_lowering_failure_names_the_innermost_cause():
+    from mbuild.targets.executorch.lower import failure_text
+
+    try:
+        try:
+            raise AssertionError("Attempting to convert non-NHWC compatible node to NHWC")
+        except AssertionError as inner:
+            raise Exception("An error occurred when running the 'ChannelsLastTaggedReshapePass' pass") from inner
+    except Exception as e:  # noqa: BLE001
+        text = failure_text(e)
+    assert text.startswith("Exception: An error occurred when running the 'ChannelsLastTaggedReshapePass'")
+    assert text.endswith("(caused by AssertionError: Attempting to convert non-NHWC compatible node to NHWC)")
+
+
+@pytest.mark.slow  # coremltools' import and two Core ML lowerings: ~80 s on the 2-core build machine
+def test_coreml_partition_of_prelu_after_linear_lowers_with_the_prelu_rewritten():
+    """Core ML takes a per-channel prelu on 4-D inputs only: the 2-D one is rewritten, as the coreml runtime does."""
+    pytest.importorskip("coremltools")
+    import torch
+
+    from mbuild.targets.executorch import lower
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 8), torch.nn.PReLU(8)).eval()
+    with torch.no_grad():
+        module[2].weight.copy_(torch.linspace(0.1, 0.4, 8))  # per-channel slopes (all equal ones would convert)
+    expected = module(torch.ones(1, 3, 4, 4)).detach()
+    program, delegation, data, notes = lower.export_and_lower(module, (torch.rand(1, 3, 4, 4),), "coreml", "17.0")
+    assert len(notes) == 1 and notes[0].startswith("rewrote nn.PReLU as relu(x) - w * relu(-x)") and "prelu" in notes[0]
+    assert [d["backend"] for d in delegation["delegates"]] == ["CoreMLBackend"] and delegation["portable_ops"] == 0
+    assert data[4:8] == b"ET12"  # a .pte (flatbuffer identifier)
+    torch.testing.assert_close(module(torch.ones(1, 3, 4, 4)).detach(), expected)  # the rewrite is the same function

@@ -12,6 +12,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from mbuild.errors import BuildError
+from mbuild.sources.pytorch import rewrite_prelu as _rewrite_prelu  # shared with executorch's Core ML path
 
 if TYPE_CHECKING:  # pragma: no cover
     from mbuild.manifest.model import InputSpec, Manifest
@@ -171,30 +172,6 @@ def input_type(spec: InputSpec, target: str):
     if dtype == np.float16 and SPEC_VERSIONS[target] < 7:
         dtype = np.float32  # fp16 I/O needs iOS 16
     return ct.TensorType(name=spec.name, shape=shape, dtype=dtype)
-
-
-def _rewrite_prelu(model) -> bool:
-    """Replace nn.PReLU with an equivalent any-rank form; True if something was replaced."""
-    import torch
-
-    class _PReLU(torch.nn.Module):
-        def __init__(self, weight):
-            super().__init__()
-            self.weight = torch.nn.Parameter(weight.detach().clone(), requires_grad=False)
-
-        def forward(self, x):
-            w = self.weight
-            if w.numel() > 1 and x.dim() > 1:
-                w = w.reshape([1, -1] + [1] * (x.dim() - 2))
-            return torch.relu(x) - w * torch.relu(-x)
-
-    replaced = False
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.PReLU):
-                setattr(parent, child_name, _PReLU(child.weight))
-                replaced = True
-    return replaced
 
 
 def _first_line(e: BaseException) -> str:

@@ -127,6 +127,8 @@ def delegation_lint(artifact: Path, summary: dict | None, partitioner: str) -> L
         details.update({"delegated_ops": delegated_ops, "portable_ops": summary["portable_ops"],
                         "portable_compute_share": share, "cost_unit": summary["cost_unit"],
                         "delegates": summary["delegates"]})
+        if summary.get("kept_off_delegate"):  # taken by the partitioner's op list, but not lowerable (lower.py)
+            details["kept_off_delegate"] = summary["kept_off_delegate"]
         offenders = [{"op": op, "name": ", ".join(p["nodes"][:5]), "count": p["count"],
                       "reason": f"not taken by the {partitioner} partitioner: runs on ExecuTorch's portable kernels"}
                      for op, p in summary["portable"].items()]

@@ -92,12 +92,59 @@ def quantize_static(module, example: tuple, calibration: list[tuple], per_channe
         raise BuildError(f"PT2E static int8 (XNNPACK quantizer) failed: {type(e).__name__}: {str(e)[:800]}") from e
 
 
-def partitioner_for(name: str, min_os: str | None = None):
+def export_and_lower(module, example: tuple, partitioner: str, min_os: str | None = None):
+    """(exported program, delegation summary, .pte bytes, notes) of an fp32 module.
+
+    Core ML converts a per-channel prelu only on 4-D inputs; when the Core ML partitioner's lowering
+    fails on a prelu, nn.PReLU is rewritten as relu(x) - w * relu(-x) and lowered again (as the
+    ``coreml`` runtime does), and the notes say so.
+    """
+    from mbuild.sources.pytorch import rewrite_prelu
+
+    program = export(module, example)
+    try:
+        delegation, data = lower(program, partitioner, min_os)
+        return program, delegation, data, []
+    except BuildError as first:
+        if partitioner != "coreml" or "prelu" not in str(first) or not rewrite_prelu(module):
+            raise
+        program = export(module, example)
+        delegation, data = lower(program, partitioner, min_os)
+        return program, delegation, data, [f"rewrote nn.PReLU as relu(x) - w * relu(-x) after the first lowering "
+                                           f"failed: {first}"]
+
+
+def xnnpack_partitioner(kept_off: list[dict] | None = None):
+    """The XNNPACK partitioner, keeping off the delegate what ExecuTorch's XNNPACK backend accepts but cannot lower.
+
+    ExecuTorch 1.5's XNNPACK channels-last pass runs prelu in NHWC and asserts ("Attempting to convert
+    non-NHWC compatible node to NHWC") when a prelu's input is not 4-D, e.g. PReLU after a Linear layer
+    (MTCNN's ONet), which fails the whole lowering. Such a prelu stays outside the delegate (it runs as
+    portable kernels, which the delegation report names); each one kept off is appended to ``kept_off``.
+    """
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config.node_configs import PreluConfig
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    class ChannelsLastPrelu(PreluConfig):
+        def check_constraints(self, node, ep) -> bool:
+            value = node.all_input_nodes[0].meta.get("val") if node.all_input_nodes else None
+            rank = value.dim() if hasattr(value, "dim") else None
+            if rank is not None and rank != 4:
+                if kept_off is not None and node.name not in {k["node"] for k in kept_off}:
+                    kept_off.append({"node": node.name, "op": "aten.prelu",
+                                     "why": f"prelu on a {rank}-D input: ExecuTorch's XNNPACK backend lowers prelu "
+                                            f"only in NHWC (4-D)"})
+                return False
+            return super().check_constraints(node, ep)
+
+    return XnnpackPartitioner(configs=[ChannelsLastPrelu if c is PreluConfig else c for c in ALL_PARTITIONER_CONFIGS])
+
+
+def partitioner_for(name: str, min_os: str | None = None, kept_off: list[dict] | None = None):
     """The ExecuTorch partitioner object for ``xnnpack`` | ``coreml`` | ``vulkan``."""
     if name == "xnnpack":
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-        return XnnpackPartitioner()
+        return xnnpack_partitioner(kept_off)
     if name == "vulkan":
         from executorch.backends.vulkan.partitioner.vulkan_partitioner import VulkanPartitioner
 
@@ -123,19 +170,33 @@ def lower(program, partitioner: str, min_os: str | None = None):
     """``to_edge_transform_and_lower`` with one partitioner; returns (delegation summary, .pte bytes)."""
     from mbuild.targets.executorch.delegation import summarize
 
+    kept_off: list[dict] = []
     try:
         with quiet():
             from executorch.exir import to_edge_transform_and_lower
 
-            edge = to_edge_transform_and_lower(program, partitioner=[partitioner_for(partitioner, min_os)])
+            edge = to_edge_transform_and_lower(program, partitioner=[partitioner_for(partitioner, min_os, kept_off)])
             delegation = summarize(edge.exported_program())  # before to_executorch rewrites ops to out variants
             buffer = edge.to_executorch().buffer
     except (MissingDependencyError, BuildError):
         raise
     except Exception as e:  # noqa: BLE001
-        raise BuildError(f"ExecuTorch lowering with the {partitioner} partitioner failed: "
-                         f"{type(e).__name__}: {str(e)[:800]}") from e
+        raise BuildError(f"ExecuTorch lowering with the {partitioner} partitioner failed: {failure_text(e)}") from e
+    if kept_off:
+        delegation["kept_off_delegate"] = kept_off
     return delegation, bytes(buffer)
+
+
+def failure_text(error: BaseException) -> str:
+    """The exception and its innermost cause: ExecuTorch's pass manager wraps the real assertion in a generic one."""
+    text = f"{type(error).__name__}: {str(error)[:500]}"
+    root, seen = error, {id(error)}
+    while (root.__cause__ or root.__context__) is not None and id(root.__cause__ or root.__context__) not in seen:
+        root = root.__cause__ or root.__context__
+        seen.add(id(root))
+    if root is not error:
+        text += f" (caused by {type(root).__name__}: {str(root)[:300]})"
+    return text
 
 
 def weight_tensors(program) -> list:

@@ -135,13 +135,12 @@ class ExecuTorchRuntime(Runtime):
         cfg = self._options(ctx)
         module = ctx.load_source_model().eval()
         example = self._example(ctx)
-        phase("torch.export of the source model")
-        program = lower.export(module, example)
-        phase(f"lowering with the {cfg.partitioner} partitioner")
-        delegation, data = lower.lower(program, cfg.partitioner, cfg.min_os or MIN_OS)
+        phase(f"torch.export of the source model, lowered with the {cfg.partitioner} partitioner")
+        program, delegation, data, notes = lower.export_and_lower(module, example, cfg.partitioner, cfg.min_os or MIN_OS)
         write_bytes_atomic(out_dir / "fp32.pte", data)
         weights = [asdict(t) for t in lower.weight_tensors(program)]
-        return {"artifact": "fp32.pte", "partitioner": cfg.partitioner, "delegation": delegation, "weights": weights}
+        return {"artifact": "fp32.pte", "partitioner": cfg.partitioner, "delegation": delegation, "weights": weights,
+                "notes": notes}
 
     def convert(self, ctx: BuildContext) -> Variant:
         from mbuild.recipes.audit import WeightTensor, make_audit
@@ -174,13 +173,15 @@ class ExecuTorchRuntime(Runtime):
             details["float_artifact"] = "sibling_fp32.pte"
             quant = _describe_int8(q, len(calibration))
         write_json_atomic(ctx.out_dir / DELEGATION, delegation)
-        details.update({"delegation": {k: delegation[k] for k in ("delegated_ops", "portable_ops",
-                                                                   "portable_cost_share")},
+        details.update({"delegation": {k: delegation[k] for k in ("delegated_ops", "portable_ops", "portable_cost_share",
+                                                                   "kept_off_delegate") if k in delegation},
                         "bytes": out.stat().st_size})
         audit = make_audit(q.weights if q else None, weights, allow_partial=bool(q and q.allow_partial))
         notes = [f"lowered with the {cfg.partitioner} partitioner: {delegation['delegated_ops']} op(s) delegated, "
                  f"{delegation['portable_ops']} on portable kernels"
                  + (f" ({', '.join(delegation['portable'])})" if delegation["portable"] else "")]
+        notes += [f"{k['node']} kept off the delegate: {k['why']}" for k in delegation.get("kept_off_delegate", [])]
+        notes += facts.get("notes", [])
         return Variant(artifact=ARTIFACT, format="pte", quantization=quant, audit=audit, io=self._io(ctx),
                        notes=notes, details=details)
 
