@@ -33,6 +33,10 @@ def get_runtime(name: str) -> "Runtime":
     return getattr(importlib.import_module(module), attr)()
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def check_manifest_targets(manifest: "Manifest") -> None:
     """Refuse targets their runtime cannot build from this source/recipe, before any SDK loads."""
     from mbuild.recipes import recipe_features
@@ -44,7 +48,7 @@ def check_manifest_targets(manifest: "Manifest") -> None:
         if kind not in runtime.sources:
             possible = sorted(n for n in RUNTIMES if kind in get_runtime(n).sources)
             raise ManifestError(
-                f"runtime {target.runtime!r} cannot be built from a {kind} source; "
+                f"runtime {target.runtime!r} cannot be built from {_article(kind)} {kind} source; "
                 f"runtimes possible for {kind}: {', '.join(possible)}",
                 manifest.positions.of(key + ("runtime",)), f"targets.{name}.runtime")
         recipe_names = target.candidates if target.recipe == "auto" else (target.recipe,)

@@ -243,7 +243,7 @@ def test_a_source_kind_the_runtime_cannot_take_is_refused_naming_those_that_can(
     text = manifest_text({"t": {"runtime": name, "recipe": "fp32"}}, source=kind)
     possible = ", ".join(sorted(n for n in NAMES if kind in get_runtime(n).sources))
     assert_clean_refusal(validate(project, f"source-{name}-{kind}.yaml", text), f"source-{name}-{kind}.yaml",
-                         "targets.t.runtime", f"cannot be built from a {kind} source", possible)
+                         "targets.t.runtime", f"cannot be built from {'an' if kind == 'onnx' else 'a'} {kind} source", possible)
 
 
 IMPORT_PROBE = """\
