@@ -4,7 +4,7 @@
 Two parts. Contract checks that load no SDK (seconds): what a runtime declares is what the schema and the
 recipe vocabulary know, its refusals are clean one-line manifest errors, its import is light, its device
 requirements are selection metadata the bundle code accepts. Then one real build with ``doit`` of the trained
-digits CNN, a default fp32 target per runtime (marked slow: minutes): the artifact and its digests, the
+digits CNN, a default fp32 target per runtime (one build, ~2-4 minutes): the artifact and its digests, the
 runtime's own run against the source model computed here with torch, the lint's shape, the check's verdict and
 the bundle's variant entry.
 """
@@ -358,7 +358,6 @@ def validation_samples():
     return x, _source_logits(x)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_artifact_exists_and_its_digests_are_recorded(name, contract_build):
     from mbuild.integrity import artifact_digests
@@ -374,7 +373,6 @@ def test_artifact_exists_and_its_digests_are_recorded(name, contract_build):
     assert not absent, f"packages the build recorded no version of (misnamed distributions?): {absent}"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_run_agrees_with_the_source_model_computed_here(name, contract_build, validation_samples):
     import numpy as np
@@ -397,7 +395,6 @@ def test_run_agrees_with_the_source_model_computed_here(name, contract_build, va
     assert len(result.latency_ms) >= len(x) - 1 and min(result.latency_ms) > 0
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_lint_returns_results_of_the_declared_shape(name, contract_build):
     from mbuild.steps import make_context
@@ -416,7 +413,6 @@ def test_lint_returns_results_of_the_declared_shape(name, contract_build):
     assert [lint.name for lint in lints] == [entry["name"] for entry in record["lint"]]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_check_verdict_is_passed_or_skipped_with_the_reason(name, contract_build):
     from mbuild._io import read_json
@@ -438,7 +434,6 @@ def bundle_json(contract_build):
         return json.loads(zf.read("bundle.json"))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_bundle_entry_carries_the_runtimes_requirements(name, contract_build, bundle_json):
     from mbuild._io import read_json
@@ -453,7 +448,6 @@ def test_bundle_entry_carries_the_runtimes_requirements(name, contract_build, bu
     assert name in bundle_json["selection"]["order"]
 
 
-@pytest.mark.slow
 def test_the_bundle_of_every_runtime_verifies_and_selects(contract_build):
     project, manifest, _ = contract_build
     bundle = f"dist/{manifest.name}-{manifest.version}.mbundle"
