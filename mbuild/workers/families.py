@@ -22,7 +22,7 @@ PRELOAD = {
                "mbuild.targets.coreml.runtime", "mbuild.steps"),
     "tflite": ("numpy", "torch", "tensorflow", "litert_torch", "ai_edge_quantizer", "ai_edge_litert.interpreter",
                "onnx", "onnxruntime", "mbuild.targets.tflite.runtime", "mbuild.steps"),
-    "onnxruntime": ("numpy", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxslim",
+    "onnxruntime": ("numpy", "numpy.ma", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxslim",
                     "onnxruntime.tools.mobile_helpers.usability_checker", "onnxruntime.transformers.float16",
                     "mbuild.targets.onnxruntime.runtime", "mbuild.steps"),
     "ncnn": ("numpy", "torch", "ncnn", "pnnx", "mbuild.targets.ncnn.runtime", "mbuild.steps"),
@@ -30,12 +30,13 @@ PRELOAD = {
                    "executorch.backends.xnnpack.partition.xnnpack_partitioner",
                    "executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "torchao.quantization.pt2e.quantize_pt2e",
                    "executorch.runtime", "mbuild.targets.executorch.runtime", "mbuild.steps"),
-    "tfjs": ("numpy", "tensorflow", "keras", "mbuild.targets.tfjs.runtime", "mbuild.steps"),  # tensorflowjs: its own process
+    # tensorflowjs runs in its own process
+    "tfjs": ("numpy", "numpy.ma", "tensorflow", "keras", "mbuild.targets.tfjs.runtime", "mbuild.steps"),
     "bundle": ("numpy", "mbuild.bundle.build"),
 }
 # What the zygote imports once per build: the families that preload torch fork from it instead of importing
 # torch again (~2 s of CPU each on the build machine; five families use it in the example matrix).
-ZYGOTE = ("numpy", "torch", "onnx", "onnxruntime")
+ZYGOTE = ("numpy", "numpy.ma", "torch", "onnx", "onnxruntime")  # numpy.ma: every check's median loads it
 
 
 def forks_from_zygote(family: str) -> bool:
