@@ -12,7 +12,6 @@ import warnings
 from typing import TYPE_CHECKING
 
 from mbuild.errors import BuildError
-from mbuild.sources.pytorch import rewrite_prelu as _rewrite_prelu  # shared with executorch's Core ML path
 
 if TYPE_CHECKING:  # pragma: no cover
     from mbuild.manifest.model import InputSpec, Manifest
@@ -30,6 +29,13 @@ _INPUT_DTYPES = {"float32": "float32", "float16": "float16", "int32": "int32", "
                  "int8": "int32", "uint8": "int32", "bool": "bool_"}
 _COLOR = {"RGB": "RGB", "BGR": "BGR", "GRAYSCALE": "GRAYSCALE"}
 
+
+def _rewrite_prelu(model) -> bool:
+    """nn.PReLU as relu(x) - w * relu(-x) (shared with ExecuTorch's Core ML path; imported here lazily:
+    mbuild.sources.pytorch imports numpy, and validating a manifest loads this module)."""
+    from mbuild.sources.pytorch import rewrite_prelu
+
+    return rewrite_prelu(model)
 
 def deployment_target(min_os: str, platform: str) -> str:
     """The newest coremltools target not above ``min_os`` (e.g. '17.4' -> iOS17, '20' -> iOS18)."""
