@@ -94,7 +94,7 @@ def read_pte(path: Path) -> dict:
     """What the ``.pte`` itself executes: its delegate calls (by backend) and its portable kernel calls."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
-    from mbuild.targets.executorch.lower import quiet
+    from mbuild.targets.executorch.quiet import quiet
 
     with quiet():
         parsed = deserialize_pte_binary(Path(path).read_bytes())

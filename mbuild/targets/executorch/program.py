@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbuild.errors import BuildError
-from mbuild.targets.executorch.lower import quiet
+from mbuild.targets.executorch.quiet import quiet
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
