@@ -66,40 +66,6 @@ def load_yaml(path: Path, display: str | None = None, digests: list | None = Non
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError(f"not UTF-8 text (byte {e.start})", Location(display, 1, 1)) from None
-    node, loader = _compose_fast(text)
-    if loader is None:
-        node, loader = _compose(text, display)
-    positions = Positions()
-    if node is None:
-        return None, positions
-    budget = [MAX_NODES]
-    data = _build(node, (), display, positions, loader, budget)
-    return data, positions
-
-
-# libyaml composes ~10x faster than the pure-Python parser (every step and every no-op doit loads the
-# manifests); it is used only for text the Python reader accepts and without deep flow nesting (its
-# composer recurses in C), and anything it refuses goes through the Python parser for the located message.
-_FAST_FLOW_BRACKETS_MAX = 1000
-
-
-def _compose_fast(text: str):
-    """(node, loader) from libyaml, or (None, None) when the Python parser must do it."""
-    fast = getattr(yaml, "CSafeLoader", None)
-    if fast is None or yaml.reader.Reader.NON_PRINTABLE.search(text) or \
-            text.count("[") + text.count("{") > _FAST_FLOW_BRACKETS_MAX:
-        return None, None
-    loader = fast(text)
-    try:
-        return loader.get_single_node(), loader
-    except Exception:  # noqa: BLE001 - the Python parser below says what is wrong, and where
-        return None, None
-    finally:
-        loader.dispose()
-
-
-def _compose(text: str, display: str):
-    """(node, loader) from PyYAML's Python parser, which locates every error."""
     try:
         loader = yaml.SafeLoader(text)  # the reader refuses control characters right here
     except yaml.reader.ReaderError as e:
@@ -120,7 +86,12 @@ def _compose(text: str, display: str):
         raise ManifestError(f"YAML nested more than {MAX_DEPTH} levels deep", Location(display, 1, 1)) from None
     finally:
         loader.dispose()
-    return node, loader
+    positions = Positions()
+    if node is None:
+        return None, positions
+    budget = [MAX_NODES]
+    data = _build(node, (), display, positions, loader, budget)
+    return data, positions
 
 
 def read_limited(path: Path, limit: int, loc: Location, what: str = "file") -> bytes:
