@@ -94,34 +94,28 @@ def _start_process(root: str, args: list[str]) -> int:
 def _fork_from_zygote(root: str, family: str, address: str, timeout: float = 300.0) -> int | None:
     """The pid of a new worker forked from the build's zygote (started on first use); None if it cannot be had."""
     zygote = _address(root, "zygote")
-    conn = _connect(zygote)
-    if conn is None:
-        folder = Path(root) / ".mbuild" / "workers"
-        with open(folder / "zygote.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            conn = _connect(zygote)
-            if conn is None:
-                pid = _start_process(root, ["zygote", zygote])
-                deadline = time.monotonic() + timeout
-                while conn is None and _alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    conn = _connect(zygote)
+    conn = _connect(zygote) or _listening(zygote, _spawn(root, "zygote", zygote), timeout)
     if conn is None:
         return None
     try:
         conn.sendall((json.dumps({"family": family, "address": address}) + "\n").encode())
         conn.settimeout(30)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(4096)
-            if not chunk:
-                return None
-            data += chunk
-        return int(json.loads(data)["pid"])
+        return int(json.loads(conn.makefile("rb").readline())["pid"])
     except (OSError, ValueError, KeyError):
         return None
     finally:
         conn.close()
+
+
+def _listening(address: str, pid: int, timeout: float) -> socket.socket | None:
+    """A connection to the process ``pid`` once it listens at ``address``; None if it dies or times out first."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        conn = _connect(address)
+        if conn is not None:
+            return conn
+        time.sleep(0.05)
+    return None
 
 
 def _warm_connection(root: str, family: str, heartbeat, start: float, every: float) -> socket.socket:
@@ -155,18 +149,9 @@ def prestart_in_order(families: list[tuple[str, str]], timeout: float = 300.0) -
     def warm() -> None:
         for root, family in families:
             address = _address(root, family)
-            conn = _connect(address)
+            conn = _connect(address) or _listening(address, _spawn(root, family, address), timeout)
             if conn is not None:
                 conn.close()
-                continue
-            pid = _spawn(root, family, address)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and _alive(pid):
-                conn = _connect(address)
-                if conn is not None:
-                    conn.close()
-                    break
-                time.sleep(0.1)
 
     threading.Thread(target=warm, name="mbuild-prestart", daemon=True).start()
 

@@ -105,13 +105,18 @@ def _quiet_process() -> None:
     quiet_frameworks()
 
 
+def _open_build(build_pid: int) -> int | None:
+    """A pidfd of the build's doit process (readable once it ends); None if it has ended already."""
+    try:
+        return os.pidfd_open(build_pid)
+    except ProcessLookupError:
+        return None
+
+
 def serve(family: str, address: str, build_pid: int) -> int:
     _quiet_process()
-    try:
-        build = os.pidfd_open(build_pid)
-    except ProcessLookupError:
-        return 0
-    return _serve_warm(family, address, build)
+    build = _open_build(build_pid)
+    return 0 if build is None else _serve_warm(family, address, build)
 
 
 def zygote(address: str, build_pid: int) -> int:
@@ -121,9 +126,8 @@ def zygote(address: str, build_pid: int) -> int:
     rest of its family's SDKs and serves at ``address`` exactly as a worker started on its own would.
     """
     _quiet_process()
-    try:
-        build = os.pidfd_open(build_pid)
-    except ProcessLookupError:
+    build = _open_build(build_pid)
+    if build is None:
         return 0
     from mbuild.workers.families import preload
 
