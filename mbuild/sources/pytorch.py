@@ -369,10 +369,6 @@ def versions() -> dict[str, str]:
     return {"torch": md.version("torch")}
 
 
-if __name__ == "__main__":
-    sys.exit(_probe_main(*sys.argv[1:3]))
-
-
 def rewrite_prelu(model) -> bool:
     """Replace nn.PReLU with an equivalent any-rank form; True if something was replaced.
 
@@ -399,3 +395,7 @@ def rewrite_prelu(model) -> bool:
                 setattr(parent, child_name, _PReLU(child.weight))
                 replaced = True
     return replaced
+
+
+if __name__ == "__main__":
+    sys.exit(_probe_main(*sys.argv[1:3]))

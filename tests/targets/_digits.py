@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
+
 DIGITS = REPO / "examples" / "digits"
 PYTORCH_SOURCE = f"pytorch: {{model: {DIGITS}/model.py:DigitsCNN, weights: {DIGITS}/weights.pt}}"
 ONNX_SOURCE = f"onnx: {{model: {REPO}/examples/digits-onnx/digits_cnn.onnx}}"

@@ -291,7 +291,7 @@ def test_ane_lint_flags_dilated_conv(tmp_path):
 
 
 def test_prelu_rank2_converts_and_rewrite_is_exact(tmp_path):
-    from mbuild.targets.coreml.convert import _rewrite_prelu
+    from mbuild.sources.pytorch import rewrite_prelu
 
     _, variant = _toy(tmp_path, "PReLUNet", "x", [1, 8])
     assert variant.io["outputs"][0]["name"] == "out"
@@ -300,7 +300,7 @@ def test_prelu_rank2_converts_and_rewrite_is_exact(tmp_path):
         model[1].weight.uniform_(-1, 1)
         x = torch.randn(4, 8)
         before = model(x)
-        assert _rewrite_prelu(model)
+        assert rewrite_prelu(model)
         assert torch.allclose(model(x), before, atol=1e-6)
 
 

@@ -28,9 +28,8 @@ from mbuild.manifest import load_manifest
 from mbuild.manifest.model import TargetConfig
 from mbuild.recipes import recipe_features
 from mbuild.targets import RUNTIMES, check_manifest_targets, get_runtime
-from tests.conftest import make_project, run_doit, run_mbuild
+from tests.conftest import REPO, make_project, run_doit, run_mbuild
 
-REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "schemas" / "manifest.schema.json").read_text())
 BUNDLE_SCHEMA = json.loads((REPO / "schemas" / "bundle.schema.json").read_text())
 NAMES = list(RUNTIMES)

@@ -30,13 +30,6 @@ _INPUT_DTYPES = {"float32": "float32", "float16": "float16", "int32": "int32", "
 _COLOR = {"RGB": "RGB", "BGR": "BGR", "GRAYSCALE": "GRAYSCALE"}
 
 
-def _rewrite_prelu(model) -> bool:
-    """nn.PReLU as relu(x) - w * relu(-x) (shared with ExecuTorch's Core ML path; imported here lazily:
-    mbuild.sources.pytorch imports numpy, and validating a manifest loads this module)."""
-    from mbuild.sources.pytorch import rewrite_prelu
-
-    return rewrite_prelu(model)
-
 def deployment_target(min_os: str, platform: str) -> str:
     """The newest coremltools target not above ``min_os`` (e.g. '17.4' -> iOS17, '20' -> iOS18)."""
     major = int(str(min_os).split(".")[0])
@@ -69,13 +62,15 @@ def to_mlmodel(model, manifest: Manifest, *, target: str, precision: str, units:
     """Convert ``model`` (eval-mode nn.Module); returns (MLModel, notes, frontend used)."""
     import torch
 
+    from mbuild.sources.pytorch import rewrite_prelu  # shared with ExecuTorch's Core ML path
+
     model = model.eval()
     example = tuple(t.contiguous() for t in (example or example_inputs(manifest)))
     notes: list[str] = []
     errors: list[str] = []
     for rewrite in (False, True):
         if rewrite:
-            if not _rewrite_prelu(model):
+            if not rewrite_prelu(model):
                 break
             notes.append("rewrote nn.PReLU as relu(x) - w * relu(-x) after the first conversion attempt failed")
         try:

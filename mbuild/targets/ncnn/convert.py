@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from mbuild._io import dist_version
 from mbuild.errors import BuildError
 from mbuild.targets.base import BuildContext
 
@@ -55,7 +56,7 @@ def convert(ctx: BuildContext, work: Path, fp16: bool) -> dict:
         raise BuildError(f"pnnx failed on {how} (exit {proc.returncode}): {tail or 'no output'}")
     side = sorted({p.name for p in work.iterdir()} - before - {p.name for p in produced})
     sys.stderr.write(f"pnnx side files (kept out of the bundle, removed with the work folder): {', '.join(side)}\n")
-    return {"converter": f"pnnx {_version('pnnx')}", "from": how, "fp16_weights": fp16, "side_files": side,
+    return {"converter": f"pnnx {dist_version('pnnx')}", "from": how, "fp16_weights": fp16, "side_files": side,
             "command": " ".join(cmd[1:])}
 
 
@@ -85,9 +86,3 @@ def _copy_onnx(src: Path, work: Path) -> Path:
     for data in src.parent.glob(src.name + ".data"):
         shutil.copyfile(data, work / data.name.replace(src.name, dst.name))
     return dst
-
-
-def _version(dist: str) -> str:
-    from mbuild._io import dist_version
-
-    return dist_version(dist)

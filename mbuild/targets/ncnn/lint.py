@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mbuild._io import dist_version
 from mbuild.targets.base import LintResult
 from mbuild.targets.ncnn.model import read_param
 
@@ -32,10 +33,4 @@ def vulkan_lint(param: Path) -> LintResult:
     return LintResult(name="ncnn_vulkan", kind="static estimate", verdict=verdict,
                       coverage=round(coverage, 4) if coverage is not None else None, ops_total=total,
                       offenders=offenders,
-                      details={"tool": f"ncnn {_version()} layer registry (create_layer().support_vulkan)"})
-
-
-def _version() -> str:
-    from mbuild._io import dist_version
-
-    return dist_version("ncnn")
+                      details={"tool": f"ncnn {dist_version('ncnn')} layer registry (create_layer().support_vulkan)"})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mbuild._io import dist_version, tree_size
 from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Variant, require_api_range
 
 if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
@@ -100,12 +101,12 @@ class NcnnRuntime(Runtime):
         phase(f"converting with pnnx ({ctx.manifest.source.kind} source, {'fp16' if fp16 else 'fp32'} weights)")
         facts = conv.convert(ctx, ctx.work_dir / "pnnx", fp16)
         out = _place(ctx.work_dir / "pnnx", ctx.out_dir / ARTIFACT)
-        details = {"converter": facts, "bytes": _size(out), "versions": self.versions()}
+        details = {"converter": facts, "bytes": tree_size(out), "versions": self.versions()}
         if fp16:
             phase("converting the fp32 sibling (for the latency comparison)")
             conv.convert(ctx, ctx.work_dir / "pnnx-fp32", False)
             sibling = _place(ctx.work_dir / "pnnx-fp32", ctx.out_dir / SIBLING)
-            details.update({"float_artifact": SIBLING, "float_bytes": _size(sibling)})
+            details.update({"float_artifact": SIBLING, "float_bytes": tree_size(sibling)})
         shapes = {n: tuple(r.shape[1:]) for n, r in ctx.reference_outputs().items()}
         plan = plan_io(out / "model.param", ctx.manifest, shapes)
         census, why = weight_census(out / "model.param", out / "model.bin")
@@ -133,7 +134,7 @@ class NcnnRuntime(Runtime):
         runner = self._runner(ctx, Path(artifact), fp16=False)
         outputs, latencies = runner.run(inputs)
         return RunResult(outputs=outputs, latency_ms=latencies,
-                         runtime=f"ncnn {_version('ncnn')} (CPU, 1 thread, fp16 storage/packed/arithmetic off for "
+                         runtime=f"ncnn {dist_version('ncnn')} (CPU, 1 thread, fp16 storage/packed/arithmetic off for "
                                  f"the comparison)")
 
     def also_check(self, ctx: BuildContext, artifact: Path, inputs: dict[str, np.ndarray],
@@ -145,7 +146,7 @@ class NcnnRuntime(Runtime):
         runner = self._runner(ctx, Path(artifact), fp16=None)
         produced, _ = runner.run(inputs)
         switches = ", ".join(f"{k.removeprefix('use_')} {'on' if v else 'off'}" for k, v in runner.options.items())
-        entry = {"runtime": f"ncnn {_version('ncnn')} (CPU, 1 thread, device defaults: {switches})",
+        entry = {"runtime": f"ncnn {dist_version('ncnn')} (CPU, 1 thread, device defaults: {switches})",
                  "options": runner.options, **judge(ctx, produced),
                  "vs_fp32_compute": {n: {"max_abs": float(f"{tensor_metrics(outputs[n], produced[n])['max_abs']:.3g}")}
                                      for n in outputs},
@@ -174,13 +175,3 @@ def _place(work: Path, folder: Path) -> Path:
     shutil.move(work / "model.ncnn.param", folder / "model.param")
     shutil.move(work / "model.ncnn.bin", folder / "model.bin")
     return folder
-
-
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-
-
-def _version(dist: str) -> str:
-    from mbuild._io import dist_version
-
-    return dist_version(dist)

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from mbuild._io import dist_version
 from mbuild.errors import BuildError
 from mbuild.targets.base import BuildContext
 
@@ -69,11 +70,5 @@ def convert(folder: Path, signature: str, jobs: list[tuple[Path, str | None]], s
                              "install it with: pip install --no-deps -r requirements/tfjs.txt (scripts/setup.sh does)")
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise BuildError(f"tensorflowjs_converter failed (exit {proc.returncode}): {tail[-600:] or 'no output'}")
-    return {"converter": f"tensorflowjs {_version('tensorflowjs')}", "seconds": round(time.perf_counter() - start, 2),
+    return {"converter": f"tensorflowjs {dist_version('tensorflowjs')}", "seconds": round(time.perf_counter() - start, 2),
             "command": " ".join(commands[0][:-2] + ["<saved_model>", "<out>"])}
-
-
-def _version(dist: str) -> str:
-    from mbuild._io import dist_version
-
-    return dist_version(dist)

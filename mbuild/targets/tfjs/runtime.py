@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mbuild._io import tree_size
 from mbuild.targets.base import BuildContext, LintResult, RunResult, Runtime, Variant
 
 if TYPE_CHECKING:  # pragma: no cover - numpy is imported where it is used: dodo.py stays light
@@ -114,11 +115,11 @@ class TfjsRuntime(Runtime):
         model_json = json.loads((out / "model.json").read_text())
         requested = {"fp16": "fp16", "uint8": "uint8", "uint16": "uint16"}.get(weights or "")
         audit = make_audit(requested, weight_census(model_json))
-        details = {"converter": facts, "bytes": _size(out), "shards": len(_shards(model_json)),
+        details = {"converter": facts, "bytes": tree_size(out), "shards": len(_shards(model_json)),
                    "shard_size_bytes": cfg.shard_size_bytes, "check_backend": CHECK_BACKEND,
                    "versions": self.versions()}
         if weights:
-            details.update({"float_artifact": SIBLING, "float_bytes": _size(sibling)})
+            details.update({"float_artifact": SIBLING, "float_bytes": tree_size(sibling)})
         plan = plans[out]
         io = {"inputs": plan["inputs"], "outputs": plan["outputs"], "layout_changes": layout_changes(plan),
               "state_tensors": []}
@@ -195,7 +196,3 @@ def weight_census(model_json: dict) -> list:
 
 def _shards(model_json: dict) -> list[str]:
     return [p for group in model_json.get("weightsManifest", []) for p in group["paths"]]
-
-
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
