@@ -23,6 +23,7 @@ does not recompute (per-channel SNR, per-part tensor gates) are listed, not judg
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -270,7 +271,7 @@ def _last(shape: list[int]) -> list[int]:
 
 
 def tfjs_modules() -> Path:
-    env = __import__("os").environ.get("MBUILD_TFJS_NODE_MODULES")
+    env = os.environ.get("MBUILD_TFJS_NODE_MODULES")
     return Path(env) if env else HERE.parent / "tools" / "tfjs" / "node_modules"
 
 
