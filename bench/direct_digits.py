@@ -113,12 +113,13 @@ for recipe in ("int8", "int8-dyn", "fp16", "fp32"):  # cpu-auto: every candidate
     check(f"cpu-auto/{recipe}", got)
 lap("ONNX Runtime: 8 variants + ORT format + validation runs")
 
-for m in ("tensorflow", "sklearn"):  # as mbuild does: coremltools without frontends a PyTorch source never uses
+BLOCKED = ("tensorflow", "sklearn", "executorch", "transformers")
+for m in BLOCKED:  # as mbuild does: coremltools without the frontends and extras a PyTorch source never uses
     sys.modules[m] = None
 import coremltools as ct  # noqa: E402
 import coremltools.optimize.coreml as cto  # noqa: E402
 
-for m in ("tensorflow", "sklearn"):
+for m in BLOCKED:
     del sys.modules[m]
 program = torch.export.export(model, example).run_decompositions({})
 packages = {}

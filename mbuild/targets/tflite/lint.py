@@ -31,18 +31,21 @@ def _table(name: str) -> dict:
 
 
 def run_gpu_analyzer(data: bytes) -> tuple[str, str]:
-    """The analyzer's text report and which tool produced it (public TF API, else LiteRT's wrapper)."""
+    """The analyzer's text report and which tool produced it (LiteRT's own wrapper, else TensorFlow's API).
+
+    LiteRT's wrapper first: it prints the same report and spares a PyTorch-source build importing TensorFlow.
+    """
     try:
+        from ai_edge_litert import _pywrap_analyzer_wrapper as wrapper
+
+        return wrapper.ModelAnalyzer(data, False, True), "ai_edge_litert analyzer wrapper"
+    except ImportError:
         import tensorflow as tf
 
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             tf.lite.experimental.Analyzer.analyze(model_content=data, gpu_compatibility=True)
         return out.getvalue(), f"tf.lite.experimental.Analyzer (tensorflow {tf.__version__})"
-    except ImportError:
-        from ai_edge_litert import _pywrap_analyzer_wrapper as wrapper
-
-        return wrapper.ModelAnalyzer(data, False, True), "ai_edge_litert analyzer wrapper"
 
 
 def parse_gpu_analyzer(text: str) -> list[dict]:
