@@ -80,7 +80,10 @@ def preload(family: str) -> list[str]:
             elif name == "onnxruntime.tools.mobile_helpers.usability_checker":
                 import_usability_checker()
             elif name == "mbuild.targets.onnxruntime.runtime":
-                importlib.import_module(name).ort_packages()  # linked once, shared by every ORT conversion
+                importlib.import_module(name)
+                from mbuild.targets.onnxruntime.ort_format import warm
+
+                warm()  # one ORT-format converter process for the build's conversions
             else:
                 importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the step itself reports a missing SDK with its install command

@@ -9,7 +9,6 @@ import contextlib
 import io
 import logging
 import math
-import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -223,6 +222,8 @@ class OnnxRuntime(Runtime):
 
     def _to_ort(self, onnx_path: Path, work: Path) -> str:
         """ORT-format model for ONNX Runtime Mobile, written next to the .onnx (see ``convert_to_ort``)."""
+        from mbuild.targets.onnxruntime.ort_format import convert_to_ort
+
         convert_to_ort(onnx_path, onnx_path.parent / "model.ort")
         return "model.ort"
 
@@ -532,85 +533,3 @@ def _version(dist: str) -> str:
     from mbuild._io import dist_version
 
     return dist_version(dist, missing="unknown")
-
-
-_ORT_SCRIPT = """
-from pathlib import Path
-from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-convert_onnx_models_to_ort(Path('in/model.onnx'), output_dir=Path('out'), optimization_styles=[OptimizationStyle.Fixed])
-"""
-# What the converter imports; linked into the child's private, fixed-length import path.
-_ORT_PACKAGES = ("onnxruntime", "onnx", "numpy", "numpy.libs", "flatbuffers", "google", "ml_dtypes", "opt_einsum",
-                 "packaging", "typing_extensions.py")
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link (or, across file systems, copy) a package into the child's import path."""
-    try:
-        shutil.copytree(src, dst, copy_function=os.link) if src.is_dir() else os.link(src, dst)
-    except OSError:
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(src, dst) if src.is_dir() else shutil.copyfile(src, dst)
-
-
-_PACKAGES_DIR: list = []  # (pid that made it, folder); a worker makes it once, its children share it
-
-
-def ort_packages() -> Path:
-    """The converter's packages, hard-linked once per process into a private folder (removed at exit).
-
-    Linking and removing the ~600 folders took ~2.5 s per conversion; a warm worker makes them
-    once at start-up and every ORT-format conversion forked from it reuses them.
-    """
-    import atexit
-    import tempfile
-
-    import onnxruntime
-
-    if _PACKAGES_DIR and _PACKAGES_DIR[0][1].exists():
-        return _PACKAGES_DIR[0][1]
-    site = Path(onnxruntime.__file__).resolve().parent.parent
-    folder = Path(tempfile.mkdtemp(prefix="mbuild-ort-pkgs-"))
-    for name in _ORT_PACKAGES:
-        if (site / name).exists():
-            _link_tree(site / name, folder / name)
-    owner = os.getpid()
-    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, ignore_errors=True))
-    _PACKAGES_DIR[:] = [(owner, folder)]
-    return folder
-
-
-def convert_to_ort(onnx_path: Path, dst: Path) -> None:
-    """Convert to ORT format reproducibly.
-
-    ONNX Runtime serializes a hash map whose order follows the process's memory layout, so the
-    same model gives different bytes from run to run and from checkout to checkout. The converter
-    therefore runs in a child process with address-space randomization off (``setarch -R``), an
-    empty environment, no site-packages, and its few packages linked under fixed-length relative
-    paths; its output is then byte-identical across runs and checkouts (tested).
-    """
-    import platform
-    import subprocess
-    import sys
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix="mbuild-ort-"))
-    try:
-        (tmp / "in").mkdir()
-        (tmp / "pkgs").symlink_to(ort_packages())  # the same path strings as a real folder: the same layout
-        shutil.copyfile(onnx_path, tmp / "in" / "model.onnx")
-        python = os.path.realpath(sys.executable)
-        cmd = [python, "-S", "-c", _ORT_SCRIPT]
-        setarch = shutil.which("setarch")
-        if setarch and platform.system() == "Linux":
-            cmd = [setarch, platform.machine(), "-R", *cmd]
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONPATH": "pkgs", "PYTHONNOUSERSITE": "1",
-               "LC_ALL": "C"}
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
-        produced = tmp / "out" / "model.ort"
-        if proc.returncode != 0 or not produced.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise BuildError(f"onnxruntime ORT-format conversion failed: {' | '.join(tail)}")
-        shutil.copyfile(produced, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
