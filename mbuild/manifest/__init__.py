@@ -108,7 +108,8 @@ MAX_EXTENDS_LOADS = 32
 
 def _load_with_extends(path: Path, display: str, root: Path, chain: tuple, loads: list) -> tuple[dict, Positions]:
     loads[0] += 1
-    data, positions = load_yaml(path, display, loads)
+    state = root / ".mbuild"
+    data, positions = load_yaml(path, display, loads, cache=state / "yaml" if state.is_dir() else None)
     if data is None:
         raise ManifestError("the manifest is empty", Location(display, 1, 1))
     if not isinstance(data, dict):

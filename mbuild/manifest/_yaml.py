@@ -7,11 +7,12 @@ before any object is constructed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from mbuild.errors import Location, ManifestError
+
+if TYPE_CHECKING:  # pragma: no cover - imported where a document is parsed: a remembered parse needs no PyYAML
+    import yaml
 
 MAX_NODES = 20_000
 MAX_BYTES = 1_000_000
@@ -54,14 +55,33 @@ def _loc(file: str, mark: yaml.Mark) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
-def load_yaml(path: Path, display: str | None = None, digests: list | None = None) -> tuple[Any, Positions]:
-    """Load one YAML document safely; return its data and the positions of its nodes (``digests`` gets its sha256)."""
+def load_yaml(path: Path, display: str | None = None, digests: list | None = None,
+              cache: Path | None = None) -> tuple[Any, Positions]:
+    """Load one YAML document safely; return its data and the positions of its nodes (``digests`` gets its sha256).
+
+    With ``cache`` (a folder in the project's .mbuild/), a clean parse of the same bytes is read back
+    instead of parsed again (see ``_parse_cache``).
+    """
+    from mbuild.manifest import _parse_cache
+
     display = display or str(path)
     raw = read_limited(path, MAX_BYTES, Location(display, 1, 1), "manifest")
     if digests is not None:
         import hashlib
 
         digests.append(hashlib.sha256(raw).hexdigest())
+    positions = Positions()
+    data = _parse_cache.recall(cache, raw, display, positions)
+    if data is None:
+        data, positions = _parse(raw, display)
+        _parse_cache.remember(cache, raw, data, positions)
+    return data, positions
+
+
+def _parse(raw: bytes, display: str) -> tuple[Any, Positions]:
+    """Parse with PyYAML's composer and build the data ourselves (see the module docstring)."""
+    import yaml
+
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -164,6 +184,8 @@ def _check_text(text: str, node, file) -> None:
 
 
 def _build(node, path, file, positions, loader, budget):
+    import yaml
+
     budget[0] -= 1
     if budget[0] < 0:
         raise ManifestError(

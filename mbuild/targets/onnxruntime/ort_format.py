@@ -33,7 +33,9 @@ TIMEOUT_S = 600
 
 # The converter process (python -S, cwd = its folder). Each child takes one connection, reads an
 # 8-character job name, converts jobs/NAME/in/model.onnx to jobs/NAME/out/model.ort and replies
-# "0" or "1"; the parent only forks and waits, so every child starts from the same state.
+# "0" or "1"; the parent only forks and waits, so every child starts from the same state. It runs in
+# a session of its own, so that a signal to the build's process group (Ctrl-C, a kill) does not end it
+# uncleanly: it ends when its owner ends (SIGTERM from the kernel) and removes its folder.
 _SERVER = """
 import ctypes, os, shutil, signal, socket
 from pathlib import Path
@@ -50,11 +52,14 @@ server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 server.bind("sock")
 server.listen(64)
 os.close(os.open("ready", os.O_CREAT | os.O_WRONLY, 0o644))
+me = os.getpid()
 while True:
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         libc.prctl(1, signal.SIGKILL)
+        if os.getppid() != me:  # the converter ended before the line above
+            os._exit(0)
         conn, _ = server.accept()
         server.close()
         job = b""
@@ -117,7 +122,7 @@ class Converter:
                "LC_ALL": "C", "OWNER": f"{os.getpid():010d}"}  # fixed width: the layout must not depend on it
         with open(self.folder / "server.log", "wb") as log:
             self.process = subprocess.Popen(cmd, cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT)
+                                            stderr=subprocess.STDOUT, start_new_session=True)  # see _SERVER
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + TIMEOUT_S
