@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbuild import __version__
+from mbuild._io import _default as _json_default
 from mbuild._io import dist_versions
 from mbuild._state import IntactOutputs, clean_paths
 from mbuild.errors import ManifestError, MbuildError
@@ -41,11 +42,17 @@ def _code_digest() -> str:
         import hashlib
 
         h = hashlib.sha256()
-        package = Path(__file__).resolve().parent
-        for f in sorted(package.rglob("*")):
-            rel = f.relative_to(package).as_posix()
-            if f.is_file() and f.suffix in (".py", ".json", ".yaml") and rel not in _NOT_BUILD_CODE:
-                h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+        package = str(Path(__file__).resolve().parent)
+        files = []
+        for folder, dirs, names in os.walk(package):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            rel_folder = os.path.relpath(folder, package).replace(os.sep, "/")
+            files += [(n if rel_folder == "." else f"{rel_folder}/{n}", os.path.join(folder, n)) for n in names
+                      if n.endswith((".py", ".json", ".yaml"))]
+        for rel, full in sorted(files):
+            if rel not in _NOT_BUILD_CODE and os.path.isfile(full):
+                with open(full, "rb") as fh:
+                    h.update(rel.encode() + b"\0" + fh.read())
         _CODE_DIGEST = h.hexdigest()[:16]
     return _CODE_DIGEST
 
@@ -59,11 +66,15 @@ _NOT_BUILD_CODE = {"cli.py", "release.py", "_lock.py", "bundle/report.py", "bund
 
 
 def _config(obj) -> "object":
+    """doit's uptodate check on the task's configuration and mbuild's code (compact JSON: 68 of them per no-op)."""
+    import hashlib
+    import json
+
     from doit.tools import config_changed
 
-    from mbuild._io import digest
-
-    return config_changed(digest({"config": obj, "code": _code_digest()}))
+    text = json.dumps({"config": obj, "code": _code_digest()}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False, default=_json_default)
+    return config_changed(hashlib.sha256(text.encode()).hexdigest())
 
 
 def _cmd(step: str, manifest: Manifest, target: str | None = None, runtime: str | None = None) -> tuple:
@@ -112,7 +123,8 @@ _SOURCE_DISTS = {"pytorch": ("torch", "onnx", "onnxruntime", "onnxslim", "onnx-t
 
 def _rel(m: Manifest, paths) -> list[str]:
     """Paths relative to the project root (doit runs there), so a moved checkout stays up to date."""
-    return [os.path.relpath(p, m.root) for p in paths]
+    root = str(m.root).rstrip(os.sep) + os.sep
+    return [str(p)[len(root):] if str(p).startswith(root) else os.path.relpath(p, m.root) for p in paths]
 
 
 def _files_in(paths) -> list[Path]:
