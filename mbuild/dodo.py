@@ -57,7 +57,8 @@ def define_tasks(namespace: dict, root: Path) -> None:
         yield {"basename": "manifest", "name": None, "actions": None, "doc": "manifests that failed to load"}
         yield from project.error_tasks()
 
-    namespace.update({"DOIT_CONFIG": DOIT_CONFIG, "task_source": task_source, "task_convert": task_convert,
+    config = {**DOIT_CONFIG, "default_tasks": [*project.build_order(), *DOIT_CONFIG["default_tasks"]]}
+    namespace.update({"DOIT_CONFIG": config, "task_source": task_source, "task_convert": task_convert,
                       "task_variant": task_variant,
                       "task_check": task_check, "task_bundle": task_bundle, "task_release": task_release,
                       "task_manifest": task_manifest})

@@ -51,6 +51,17 @@ def _need_order(task: str) -> tuple[int, str]:
     return _STEP_ORDER.get(task.split(":", 1)[0], 9), task
 
 
+def _in_order(tasks: dict, selected) -> list[str]:
+    """The selected tasks in the order doit takes them, each group replaced by its members."""
+    out = []
+    for name in selected:
+        task = tasks.get(name)
+        if task is None:
+            continue
+        out += _in_order(tasks, task.task_dep) if not task.actions else [name]
+    return out
+
+
 class BuildReporter(ConsoleReporter):
     """doit reporter class for mbuild builds (``DOIT_CONFIG['reporter']``)."""
 
@@ -72,6 +83,7 @@ class BuildReporter(ConsoleReporter):
         self.jobs = _parallelism(sys.argv[1:])
         self.tasks: dict = {}
         self.prestarted: set[tuple[str, str]] = set()
+        self.order: list[str] = []
 
     # -- doit's reporter interface ---------------------------------------------------------------------
     def initialize(self, tasks, selected_tasks):
@@ -87,6 +99,7 @@ class BuildReporter(ConsoleReporter):
             todo.extend(task.setup_tasks)
         self.tasks = tasks
         self.pending = {n for n in seen if tasks[n].actions and not n.startswith("_")}
+        self.order = list(dict.fromkeys(_in_order(tasks, selected_tasks)))
         self.total = len(self.pending)
 
     def execute_task(self, task):
@@ -107,7 +120,7 @@ class BuildReporter(ConsoleReporter):
         from mbuild.workers.pool import prestart_in_order
 
         families = []
-        for name in sorted(self.pending, key=_need_order):
+        for name in [n for n in self.order if n in self.pending] or sorted(self.pending, key=_need_order):
             if name.split(":", 1)[-1].split("/")[0] != model or name in self.started:
                 continue
             step = self.tasks[name].actions[0] if self.tasks.get(name) and self.tasks[name].actions else None

@@ -299,6 +299,30 @@ class Project:
                 for name in m.targets:
                     yield variant_task(m, name) if kind == "variant" else check_task(m, name)
 
+    def build_order(self) -> list[str]:
+        """The tasks in the order a plain ``doit`` runs them (its ``default_tasks``).
+
+        Per model: its source, then each runtime's conversions, variants and checks, runtime by runtime,
+        then its bundle. Runtimes whose worker needs no torch come first: that worker warms while the
+        build's zygote imports torch, so on one core their steps run while the other core imports the
+        next runtime's SDKs, instead of both waiting for coremltools or litert-torch.
+        """
+        from mbuild.steps import conversions
+        from mbuild.workers.families import forks_from_zygote
+
+        order: list[str] = []
+        for m in self.manifests:
+            runtimes = list(dict.fromkeys(t.runtime for t in m.targets.values()))
+            runtimes.sort(key=lambda rt: forks_from_zygote(family_of("variant", rt, m.source.kind)))
+            converts = conversions(m)
+            order.append(f"source:{m.name}")
+            for rt in runtimes:
+                order += [f"convert:{m.name}/{path}" for path, (runtime, *_) in converts.items() if runtime.name == rt]
+                order += [f"variant:{m.name}/{name}" for name, t in m.targets.items() if t.runtime == rt]
+                order += [f"check:{m.name}/{name}" for name, t in m.targets.items() if t.runtime == rt]
+            order.append(f"bundle:{m.name}")
+        return order
+
     def error_tasks(self):
         from doit.exceptions import TaskFailed
 

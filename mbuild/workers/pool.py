@@ -140,20 +140,24 @@ def _warm_connection(root: str, family: str, heartbeat, start: float, every: flo
 
 
 def prestart_in_order(families: list[tuple[str, str]], timeout: float = 300.0) -> None:
-    """Warm ``(root, family)`` workers one at a time, each once the one before it listens (a daemon thread).
+    """Warm ``(root, family)`` workers in order, each once the one before it listens (daemon threads).
 
     One importing worker beside the running step keeps a 2-core machine busy without slowing that step.
+    Families without torch warm in a lane of their own: the first of them imports while the zygote
+    imports torch, when the build's other core would otherwise wait (the build order runs their steps first).
     """
     import threading
 
-    def warm() -> None:
-        for root, family in families:
+    def warm(lane: list[tuple[str, str]]) -> None:
+        for root, family in lane:
             address = _address(root, family)
             conn = _connect(address) or _listening(address, _spawn(root, family, address), timeout)
             if conn is not None:
                 conn.close()
 
-    threading.Thread(target=warm, name="mbuild-prestart", daemon=True).start()
+    for lane in ([f for f in families if not forks_from_zygote(f[1])], [f for f in families if forks_from_zygote(f[1])]):
+        if lane:
+            threading.Thread(target=warm, args=(lane,), name="mbuild-prestart", daemon=True).start()
 
 
 def run_step(family: str, argv: list[str], cwd: str, log: str, env: dict | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from tests.conftest import DIGITS_CPU, executed_tasks, make_project, run_doit
+from tests.conftest import DIGITS_CPU, REPO, executed_tasks, make_project, run_doit
 
 
 def test_second_run_executes_nothing(digits_cpu_project):
@@ -115,3 +115,24 @@ def test_cached_distribution_versions_agree_with_importlib_metadata():
     names = sorted({d.metadata["Name"] for d in importlib.metadata.distributions() if d.metadata["Name"]})
     assert len(names) > 50
     assert {n: dist_version(n) for n in names} == {n: importlib.metadata.version(n) for n in names}
+
+
+def test_build_order_runs_each_runtime_together_lean_workers_first_and_covers_every_task(tmp_path):
+    """A plain doit takes a model's tasks runtime by runtime; those whose worker needs no torch come first."""
+    from mbuild.tasks import load_project
+
+    project = make_project(tmp_path / "p", {"digits.yaml": (REPO / "manifests" / "digits.yaml").read_text()})
+    loaded = load_project(project)
+    order = loaded.build_order()
+    every = [f"{kind}:{t['name']}" for kind in ("source", "convert", "variant", "check", "bundle")
+             for t in loaded.tasks(kind)]
+    assert sorted(order) == sorted(every) and len(order) == len(set(order))
+    assert order[0] == "source:digits-cnn" and order[-1] == "bundle:digits-cnn"
+    runtime = {f"{kind}:digits-cnn/{name}": t.runtime for name, t in loaded.manifests[0].targets.items()
+               for kind in ("variant", "check")}
+    blocks = [runtime.get(n) or n.split("/")[-1].split("-")[0] for n in order[1:-1]]
+    assert blocks[0] == "onnxruntime", "the runtime without torch warms first and goes first"
+    firsts = list(dict.fromkeys(blocks))
+    assert blocks == sorted(blocks, key=firsts.index), f"runtimes interleave: {blocks}"
+    proc = run_doit(project, "list", "--all", "-q")
+    assert proc.returncode == 0, proc.stderr
