@@ -173,8 +173,8 @@ def main() -> int:
     r = run(args.previous, args.noops, args.repeats)
     text = table(r)
     print(text)
-    note = (f"Measured with `bench/speed.py` on {datetime.date.today().isoformat()}, one run each, one after the "
-            f"other in the same session. {args.note}").strip()
+    note = (f"Measured with `bench/speed.py` on {datetime.date.today().isoformat()} in one session: the direct script and "
+            f"both cold builds {args.repeats} times each, interleaved (medians); the previous commit once. {args.note}").strip()
     write_section(text, note)
     return 0
 
