@@ -121,3 +121,19 @@ def test_the_converter_ends_with_the_process_that_started_it_and_removes_its_fol
         time.sleep(0.05)
     assert not Path(f"/proc/{pid}").exists(), "the converter outlived its worker"
     assert not Path(folder).exists(), "the converter's folder outlived its worker"
+
+
+def test_folders_of_owners_that_died_are_swept_and_live_ones_kept(tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    ended_start = ort_format._started(ended.pid)
+    ended.wait()
+    folders = {name: tmp_path / f"{ort_format.PREFIX}{name}" for name in ("dead", "live", "old", "young")}
+    for folder in folders.values():
+        (folder / "pkgs").mkdir(parents=True)
+    (folders["dead"] / "owner").write_text(f"{ended.pid} {ended_start}\n")
+    (folders["live"] / "owner").write_text(f"{os.getpid()} {ort_format._started(os.getpid())}\n")
+    old = time.time() - ort_format.STALE_S - 60  # no owner file: killed before writing it, an hour ago
+    os.utime(folders["old"], (old, old))
+    removed = ort_format.sweep_stale(str(tmp_path))
+    assert sorted(p.name for p in removed) == sorted(folders[n].name for n in ("dead", "old"))
+    assert folders["live"].is_dir() and folders["young"].is_dir()

@@ -108,7 +108,8 @@ class Converter:
         import onnxruntime
 
         self.owner = os.getpid()
-        self.folder = Path(tempfile.mkdtemp(prefix="mbuild-ort-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=PREFIX))
+        (self.folder / "owner").write_text(f"{self.owner} {_started(self.owner)}\n")  # see sweep_stale
         site = Path(onnxruntime.__file__).resolve().parent.parent
         for name in _PACKAGES:  # ~600 folders linked once per converter, not once per conversion
             if (site / name).exists():
@@ -180,6 +181,36 @@ class Converter:
 
 
 _WARM: list[Converter] = []  # the worker's converter; its step children (forks) inherit and use it
+PREFIX = "mbuild-ort-"
+STALE_S = 3600  # a folder without an owner file (killed while it was made) is removed once this old
+
+
+def _started(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), which tells a reused pid apart; None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def sweep_stale(tmp: str | None = None) -> list[Path]:
+    """Remove converter folders whose owner died without cleaning up (SIGKILL while the folder was made)."""
+    removed = []
+    for folder in Path(tmp or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            pid, started = (folder / "owner").read_text().split()
+            stale = _started(int(pid)) != started
+        except FileNotFoundError:
+            try:
+                stale = time.time() - folder.stat().st_mtime > STALE_S
+            except OSError:
+                continue
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def warm() -> None:
@@ -187,6 +218,7 @@ def warm() -> None:
     import atexit
 
     if not _WARM:
+        sweep_stale()
         converter = Converter()
         converter.wait_ready()  # before the worker takes its first step
         _WARM.append(converter)
