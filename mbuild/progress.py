@@ -43,23 +43,27 @@ def _parallelism(argv: list[str]) -> int:
     return 1
 
 
-_STEP_ORDER = {"convert": 0, "variant": 1, "check": 2, "bundle": 3}
-
-
-def _need_order(task: str) -> tuple[int, str]:
-    """Tasks in the order a build reaches them: conversions first, bundles last."""
-    return _STEP_ORDER.get(task.split(":", 1)[0], 9), task
-
-
 def _in_order(tasks: dict, selected) -> list[str]:
-    """The selected tasks in the order doit takes them, each group replaced by its members."""
-    out = []
+    """The selected tasks and everything they need, in the order doit takes them: a task after what it needs.
+
+    Group tasks (no actions) stand for their members and are not listed themselves.
+    """
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen or name not in tasks:
+            return
+        seen.add(name)
+        task = tasks[name]
+        for dep in (*task.task_dep, *task.setup_tasks):
+            visit(dep)
+        if task.actions and not name.startswith("_"):
+            order.append(name)
+
     for name in selected:
-        task = tasks.get(name)
-        if task is None:
-            continue
-        out += _in_order(tasks, task.task_dep) if not task.actions else [name]
-    return out
+        visit(name)
+    return order
 
 
 class BuildReporter(ConsoleReporter):
@@ -87,19 +91,9 @@ class BuildReporter(ConsoleReporter):
 
     # -- doit's reporter interface ---------------------------------------------------------------------
     def initialize(self, tasks, selected_tasks):
-        seen: set[str] = set()
-        todo = list(selected_tasks)
-        while todo:
-            name = todo.pop()
-            if name in seen or name not in tasks:
-                continue
-            seen.add(name)
-            task = tasks[name]
-            todo.extend(task.task_dep)
-            todo.extend(task.setup_tasks)
         self.tasks = tasks
-        self.pending = {n for n in seen if tasks[n].actions and not n.startswith("_")}
-        self.order = list(dict.fromkeys(_in_order(tasks, selected_tasks)))
+        self.order = _in_order(tasks, selected_tasks)
+        self.pending = set(self.order)
         self.total = len(self.pending)
 
     def execute_task(self, task):
@@ -120,7 +114,7 @@ class BuildReporter(ConsoleReporter):
         from mbuild.workers.pool import prestart_in_order
 
         families = []
-        for name in [n for n in self.order if n in self.pending] or sorted(self.pending, key=_need_order):
+        for name in [n for n in self.order if n in self.pending]:
             if name.split(":", 1)[-1].split("/")[0] != model or name in self.started:
                 continue
             step = self.tasks[name].actions[0] if self.tasks.get(name) and self.tasks[name].actions else None

@@ -52,3 +52,15 @@ def test_durations_are_recorded_for_the_next_estimate(tmp_path, monkeypatch):
     assert out.getvalue().splitlines()[1].startswith("[1/2] source:m  0.0 s")
     assert sorted(json.loads((tmp_path / ".mbuild" / "durations.json").read_text())) == ["bundle:m", "source:m"]
     assert "summary: 2 built, 0 up to date, 0 failed, 0 omitted" in out.getvalue()
+
+
+def test_a_selection_counts_what_it_needs_in_the_order_doit_runs_it():
+    """`doit check:m/a` also runs the source and the variant first: they are counted, and listed before it."""
+    tasks = {n: _task(n) for n in ("source:m", "variant:m/a", "check:m/a", "_hidden")}
+    tasks["variant:m/a"].task_dep = ["source:m", "_hidden"]
+    tasks["check:m/a"].task_dep = ["variant:m/a"]
+    tasks["check"] = Task("check", None, task_dep=["check:m/a"])  # a group: stands for its members
+    r = BuildReporter(io.StringIO(), {})
+    r.initialize(tasks, ["check"])
+    assert r.order == ["source:m", "variant:m/a", "check:m/a"]
+    assert r.total == 3 and r.pending == set(r.order)
