@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mbuild._proc import stat_fields
 from mbuild.workers.families import forks_from_zygote
 
 BUILD_PID_ENV = "MBUILD_BUILD_PID"  # set by dodo.py in doit's main process; workers end with it
@@ -58,10 +59,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie (our own exited child) is not a worker
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
+    fields = stat_fields(pid)
+    return fields is None or fields[0] != "Z"  # a zombie (our own exited child) is not a worker
 
 
 def _spawn(root: str, family: str, address: str) -> int:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mbuild._proc import stat_fields
 from mbuild.errors import BuildError
 
 # What the converter imports; linked into the process's private, fixed-length import path.
@@ -166,11 +167,8 @@ class Converter:
             shutil.rmtree(job, ignore_errors=True)
 
     def _running(self) -> bool:
-        try:
-            state = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(") ", 1)[1][0]
-        except (OSError, IndexError):
-            return False
-        return state not in "ZX"
+        fields = stat_fields(self.process.pid)  # a step forked from the worker cannot poll() the converter
+        return fields is not None and fields[0] not in "ZX"
 
     def close(self) -> None:
         if os.getpid() != self.owner:  # a forked step child shares its worker's converter; the worker ends it
@@ -187,10 +185,8 @@ STALE_S = 3600  # a folder without an owner file (killed while it was made) is r
 
 def _started(pid: int) -> str | None:
     """The start time of process ``pid`` (clock ticks since boot), which tells a reused pid apart; None if gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def sweep_stale(tmp: str | None = None) -> list[Path]:
