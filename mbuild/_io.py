@@ -52,6 +52,13 @@ def canonical_json(obj: Any) -> str:
         raise ValueError(f"refusing to write a non-finite number at {where} (not JSON)") from e
 
 
+def compact_json(obj: Any) -> str:
+    """Sorted keys, no whitespace: the same data gives the same text, written by json's C encoder (``indent``
+    forces its pure-Python one), for digests computed many times per run rather than files people read."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default,
+                      allow_nan=False)
+
+
 def _non_finite_at(obj: Any, path: str = "$") -> str | None:
     import math
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbuild import __version__
-from mbuild._io import _default as _json_default
-from mbuild._io import dist_versions
+from mbuild._io import compact_json, dist_versions
 from mbuild._state import IntactOutputs, clean_paths
 from mbuild.errors import ManifestError, MbuildError
 from mbuild.layout import layout_for
@@ -68,13 +67,10 @@ _NOT_BUILD_CODE = {"cli.py", "release.py", "_lock.py", "bundle/report.py", "bund
 def _config(obj) -> "object":
     """doit's uptodate check on the task's configuration and mbuild's code (compact JSON: 68 of them per no-op)."""
     import hashlib
-    import json
 
     from doit.tools import config_changed
 
-    text = json.dumps({"config": obj, "code": _code_digest()}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False, default=_json_default)
-    return config_changed(hashlib.sha256(text.encode()).hexdigest())
+    return config_changed(hashlib.sha256(compact_json({"config": obj, "code": _code_digest()}).encode()).hexdigest())
 
 
 def _cmd(step: str, manifest: Manifest, target: str | None = None, runtime: str | None = None) -> tuple:

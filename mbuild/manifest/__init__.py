@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mbuild.errors import Location, ManifestError
+from mbuild.manifest._parse_cache import FOLDER as PARSES
 from mbuild.manifest._schema import check_manifest_schema, raise_all, suggest
 from mbuild.manifest._yaml import Positions, dotted, file_kind, load_yaml
 from mbuild.manifest.model import (
@@ -109,7 +110,7 @@ MAX_EXTENDS_LOADS = 32
 def _load_with_extends(path: Path, display: str, root: Path, chain: tuple, loads: list) -> tuple[dict, Positions]:
     loads[0] += 1
     state = root / ".mbuild"
-    data, positions = load_yaml(path, display, loads, cache=state / "yaml" if state.is_dir() else None)
+    data, positions = load_yaml(path, display, loads, cache=state / PARSES if state.is_dir() else None)
     if data is None:
         raise ManifestError("the manifest is empty", Location(display, 1, 1))
     if not isinstance(data, dict):

@@ -18,7 +18,7 @@ from typing import Any
 
 from mbuild.errors import Location
 
-FOLDER = "yaml"
+FOLDER = "yaml"  # under the project's .mbuild/
 KEEP = 128  # parses remembered per project; the oldest go first
 
 
