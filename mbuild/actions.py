@@ -88,7 +88,7 @@ def _optional(manifest, step: str, rest: list[str]) -> bool:
     if manifest is None or not rest:
         return False
     if step == "convert":
-        from mbuild.steps import conversion_users
+        from mbuild.conversions import conversion_users
 
         users = conversion_users(manifest, rest[0])
         return bool(users) and not any(manifest.targets[t].required for t in users)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 
 
@@ -13,15 +14,15 @@ class BuildLayout:
     name: str
     version: str
 
-    @property
+    @cached_property
     def build_dir(self) -> Path:
         return self.root / "build" / self.name
 
-    @property
+    @cached_property
     def source_dir(self) -> Path:
         return self.build_dir / "source"
 
-    @property
+    @cached_property
     def source_json(self) -> Path:
         return self.source_dir / "source.json"
 
@@ -44,18 +45,24 @@ class BuildLayout:
     def report_json(self, target: str) -> Path:
         return self.target_dir(target) / "report.json"
 
-    @property
+    @cached_property
     def dist_dir(self) -> Path:
         return self.root / "dist"
 
-    @property
+    @cached_property
     def bundle_path(self) -> Path:
         return self.dist_dir / f"{self.name}-{self.version}.mbundle"
 
-    @property
+    @cached_property
     def state_dir(self) -> Path:
         return self.root / ".mbuild"
 
 
 def layout_for(manifest) -> BuildLayout:
-    return BuildLayout(manifest.root, manifest.name, manifest.version)
+    """One layout per (root, name, version): a no-op asks for ~800 paths, each a join of Path parts."""
+    return _layout(manifest.root, manifest.name, manifest.version)
+
+
+@cache
+def _layout(root: Path, name: str, version: str) -> BuildLayout:
+    return BuildLayout(root, name, version)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -190,6 +189,8 @@ class BuildReporter(ConsoleReporter):
         known = [self.history[n] for n in self.pending if n in self.history]
         if not self.pending or not known:
             return ""
+        import statistics  # only once a build has pending tasks: a no-op skips its import
+
         typical = statistics.median(self.history.values())
         left = sum(self.history.get(n, typical) for n in self.pending) / self.jobs
         return f"  ~{format_seconds(left)} left"

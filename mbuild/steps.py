@@ -12,6 +12,7 @@ from pathlib import Path
 from mbuild import __version__
 from mbuild._io import read_json, tree_size, write_json_atomic
 from mbuild.bundle.selection import target_soc_rules
+from mbuild.conversions import conversion_users, conversions
 from mbuild.errors import BuildError, ToleranceError
 from mbuild.layout import layout_for
 from mbuild.manifest.model import Manifest
@@ -47,35 +48,6 @@ def make_context(manifest: Manifest, target_name: str, out_dir: Path, recipe_nam
     return BuildContext(manifest=manifest, target=target, recipe=recipe, source_dir=lay.source_dir, out_dir=out_dir,
                         options=runtime.parse_options(target), build_id=_source_digest(manifest),
                         exclude_extra=exclude_extra, base_dir=lay.convert_dir(conversion.path) if conversion else None)
-
-
-def conversions(manifest: Manifest) -> dict[str, tuple]:
-    """Every shared base conversion of a manifest: path -> (runtime, Conversion, first target, recipe using it)."""
-    found: dict[str, tuple] = {}
-    for name, target in manifest.targets.items():
-        runtime = get_runtime(target.runtime)
-        recipes = (target.candidates or tuple(manifest.recipes)) if target.recipe == "auto" else (target.recipe,)
-        for recipe_name in recipes:
-            from mbuild.recipes import recipe_features
-
-            if recipe_features(manifest.recipes[recipe_name]) - runtime.features:
-                continue  # recipe: auto refuses it without converting
-            conv = runtime.conversion(manifest, target, manifest.recipes[recipe_name])
-            if conv is not None and conv.path not in found:
-                found[conv.path] = (runtime, conv, name, recipe_name)
-    return found
-
-
-def conversion_users(manifest: Manifest, path: str) -> list[str]:
-    """The targets whose variants read base conversion ``path``."""
-    users = []
-    for name, target in manifest.targets.items():
-        runtime = get_runtime(target.runtime)
-        recipes = (target.candidates or tuple(manifest.recipes)) if target.recipe == "auto" else (target.recipe,)
-        if any((c := runtime.conversion(manifest, target, manifest.recipes[r])) is not None and c.path == path
-               for r in recipes):
-            users.append(name)
-    return users
 
 
 def record_failed_conversion(manifest: Manifest, path: str, reason: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from mbuild import __version__
 from mbuild._io import compact_json, dist_versions
 from mbuild._state import IntactOutputs, clean_paths
+from mbuild.conversions import conversions, conversions_of, recipe_names
 from mbuild.errors import ManifestError, MbuildError
 from mbuild.layout import layout_for
 from mbuild.manifest import load_manifest
@@ -132,17 +133,13 @@ def _files_in(paths) -> list[Path]:
     return out
 
 
-def _recipe_names(m: Manifest, target) -> tuple[str, ...]:
-    return (target.candidates or tuple(m.recipes)) if target.recipe == "auto" else (target.recipe,)
-
-
 def _recipe_part(m: Manifest, target) -> dict:
-    return {n: m.raw.get("recipes", {}).get(n) for n in _recipe_names(m, target)}
+    return {n: m.raw.get("recipes", {}).get(n) for n in recipe_names(m, target)}
 
 
 def _searches_exclusions(m: Manifest, target) -> bool:
     """'exclude: auto' checks candidates while building, so the variant depends on the tolerance too."""
-    return any((q := m.recipes[n].quantize) is not None and q.exclude == "auto" for n in _recipe_names(m, target))
+    return any((q := m.recipes[n].quantize) is not None and q.exclude == "auto" for n in recipe_names(m, target))
 
 
 def convert_task(m: Manifest, path: str, runtime, conversion) -> dict:
@@ -161,23 +158,6 @@ def convert_task(m: Manifest, path: str, runtime, conversion) -> dict:
     }
 
 
-def conversions_of(m: Manifest, target) -> list[str]:
-    """The base conversions a target's variant reads (one per candidate recipe for recipe: auto)."""
-    from mbuild.recipes import recipe_features
-    from mbuild.targets import get_runtime
-
-    runtime = get_runtime(target.runtime)
-    paths = []
-    for recipe_name in _recipe_names(m, target):
-        recipe = m.recipes[recipe_name]
-        if recipe_features(recipe) - runtime.features:
-            continue
-        conv = runtime.conversion(m, target, recipe)
-        if conv is not None and conv.path not in paths:
-            paths.append(conv.path)
-    return paths
-
-
 def variant_task(m: Manifest, name: str) -> dict:
     from mbuild.targets import get_runtime
 
@@ -191,7 +171,7 @@ def variant_task(m: Manifest, name: str) -> dict:
     if target.recipe == "auto" or _searches_exclusions(m, target):
         from mbuild.recipes import tolerance_inputs
 
-        deps["validate"] = tolerance_inputs(m, target, _recipe_names(m, target))
+        deps["validate"] = tolerance_inputs(m, target, recipe_names(m, target))
     return {
         "name": f"{m.name}/{name}",
         "doc": f"{target.runtime} variant for target {name}",
@@ -204,11 +184,11 @@ def variant_task(m: Manifest, name: str) -> dict:
     }
 
 
-def _artifacts_intact(m: Manifest, name: str) -> tuple:
-    """Re-hash the cached artifact against variant.json: a corrupted file rebuilds the variant (see mbuild.integrity)."""
-    from mbuild.integrity import artifacts_intact
+def _artifacts_intact(m: Manifest, name: str):
+    """Check the cached artifact against variant.json: a corrupted file rebuilds the variant (see mbuild.integrity)."""
+    from mbuild.integrity import ArtifactsIntact
 
-    return (artifacts_intact, [str(layout_for(m).variant_json(name))], {})
+    return ArtifactsIntact(_rel(m, [layout_for(m).variant_json(name)])[0])
 
 
 def check_task(m: Manifest, name: str) -> dict:
@@ -220,7 +200,7 @@ def check_task(m: Manifest, name: str) -> dict:
 
     runtime = get_runtime(target.runtime)
     raw = m.raw["targets"].get(name) or {}
-    deps = {"tolerance": tolerance_inputs(m, target, _recipe_names(m, target)), "outputs": m.raw["outputs"],
+    deps = {"tolerance": tolerance_inputs(m, target, recipe_names(m, target)), "outputs": m.raw["outputs"],
             "mbuild": __version__, "versions": runtime.versions(), "budget": [m.raw.get("budget"), raw.get("budget")]}
     options = {k: raw[k] for k in runtime.check_options if k in raw}
     if options:  # absent for most targets: their digest stays what it was
@@ -283,8 +263,6 @@ class Project:
             if kind == "source":
                 yield source_task(m)
             elif kind == "convert":
-                from mbuild.steps import conversions
-
                 for path, (runtime, conversion, _, _) in conversions(m).items():
                     yield convert_task(m, path, runtime, conversion)
             elif kind == "bundle":
@@ -303,7 +281,6 @@ class Project:
         build's zygote imports torch, so on one core their steps run while the other core imports the
         next runtime's SDKs, instead of both waiting for coremltools or litert-torch.
         """
-        from mbuild.steps import conversions
         from mbuild.workers.families import forks_from_zygote
 
         order: list[str] = []

@@ -32,7 +32,7 @@ def task_dict(manifest, step: str, target: str | None) -> dict:
     if step == "source":
         return tasks.source_task(manifest)
     if step == "convert":  # target is the conversion's path (convert:<model>/<path>)
-        from mbuild.steps import conversions
+        from mbuild.conversions import conversions
 
         runtime, conversion, _, _ = conversions(manifest)[target]
         return tasks.convert_task(manifest, target, runtime, conversion)

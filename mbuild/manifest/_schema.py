@@ -1,7 +1,6 @@
 """Check manifest data against schemas/manifest.schema.json and word the first error well."""
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -37,6 +36,8 @@ def _validator(name: str):
 
 def suggest(word: str, choices) -> str:
     """A "; did you mean 'x'?" tail, or '' when nothing is close."""
+    import difflib  # only when there is a mistake to name
+
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -16,6 +16,8 @@ DEFAULT_CAPACITY = {
 
 @dataclass(frozen=True)
 class InputSpec:
+    """A model input: its name, shape, dtype and what values it takes (``inputs:`` of the manifest)."""
+
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
@@ -100,6 +102,8 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
+    """A data set (``data.<name>``): an .npz or the manifest's generator, and which array feeds each input."""
+
     name: str
     npz: Path | None = None
     inputs: dict[str, str] = field(default_factory=dict)
@@ -114,6 +118,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
+    """How a recipe quantizes (``recipes.<name>.quantize``): scheme, bit widths, calibration, exclusions."""
+
     scheme: str
     weights: str = "int8"
     activations: str = "float"
@@ -148,6 +154,8 @@ class QuantizeConfig:
 
 @dataclass(frozen=True)
 class RecipeConfig:
+    """One optimization recipe (``recipes.<name>``): precision, quantization, palettization or pruning."""
+
     name: str
     precision: str = "fp32"
     quantize: QuantizeConfig | None = None
@@ -172,6 +180,8 @@ class RecipeConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
+    """One entry of the target matrix (``targets.<name>``): runtime, recipe and the runtime's options."""
+
     name: str
     runtime: str
     recipe: str
@@ -184,6 +194,8 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class SourceConfig:
+    """The trained model (``source:``): its framework and where it is."""
+
     kind: str  # pytorch | onnx | tensorflow
     model: str  # as written: 'file.py:Callable', 'pkg.mod:Callable' or a path
     model_path: Path | None = None  # resolved file (onnx/tensorflow file, or the .py of a pytorch callable)
@@ -197,6 +209,8 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A loaded, validated manifest: every part typed, with the raw data and YAML positions for messages."""
+
     path: Path
     root: Path
     name: str

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from mbuild.manifest.model import Manifest, RecipeConfig, TargetConfig
 
+# Tensors smaller than this (biases, scales, BN params) are not counted as weights (see audit.py).
+MIN_WEIGHT_ELEMENTS = 64
+
 def recipe_features(recipe: "RecipeConfig") -> frozenset[str]:
     """Features a runtime must offer to build ``recipe`` (compared with ``Runtime.features``)."""
     feats = {recipe.precision}

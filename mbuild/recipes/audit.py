@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Tensors smaller than this (biases, scales, BN params) are not counted as weights.
-MIN_WEIGHT_ELEMENTS = 64
+from mbuild.recipes import MIN_WEIGHT_ELEMENTS
 
 
 @dataclass(frozen=True)
 class WeightTensor:
+    """One constant weight tensor of a built artifact, as its runtime lists it for the audit."""
+
     name: str
     op_type: str  # the op that consumes it (Conv, Gemm, FULLY_CONNECTED, const ...)
     dtype: str  # storage type: float32, float16, int8, uint8, int4, palettized-4bit ...

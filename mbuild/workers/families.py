@@ -38,14 +38,30 @@ PRELOAD = {
     "tfjs": ("numpy", "numpy.ma", "tensorflow", "keras", "mbuild.targets.tfjs.runtime", "mbuild.steps"),
     "bundle": ("numpy", "mbuild.bundle.build"),
 }
-# What the zygote imports once per build: the families that preload torch fork from it instead of importing
-# torch again (~2 s of CPU each on the build machine; five families use it in the example matrix).
-ZYGOTE = ("numpy", "numpy.ma", "torch", "onnx", "onnxruntime")  # numpy.ma: every check's median loads it
+# The build's zygotes: a zygote imports its modules once, then forks workers (or the next zygote) on request.
+# "zygote" holds torch (~2 s of CPU per family that would import it again; five families use it in the
+# example matrix); "zygote-export", a fork of it, adds what the Core ML, LiteRT and ExecuTorch workers all
+# import on top: dynamo, torch.export and torchao (2.1 s of CPU each; nothing more, and nothing those
+# workers keep out, such as TensorFlow for coremltools).
+ZYGOTES = {
+    "zygote": (None, ("numpy", "numpy.ma", "torch", "onnx", "onnxruntime")),  # numpy.ma: every check's median
+    "zygote-export": ("zygote", ("torch._dynamo", "torch.export", "torchao.quantization")),
+}
+_EXPORT_FAMILIES = ("coreml", "tflite", "executorch")
+
+
+def zygote_of(family: str) -> str | None:
+    """The zygote a family's worker (or a zygote) forks from; None: it starts as a process of its own."""
+    if family in ZYGOTES:
+        return ZYGOTES[family][0]
+    if "torch" not in PRELOAD.get(family, ()):
+        return None
+    return "zygote-export" if family in _EXPORT_FAMILIES else "zygote"
 
 
 def forks_from_zygote(family: str) -> bool:
-    """Whether the family's worker starts as a fork of the build's zygote (it preloads torch)."""
-    return "torch" in PRELOAD.get(family, ())
+    """Whether the family's worker starts as a fork of one of the build's zygotes (it preloads torch)."""
+    return zygote_of(family) is not None
 
 
 # coremltools imports TensorFlow and scikit-learn at import time to offer their frontends, ExecuTorch's
@@ -70,9 +86,9 @@ def family_of(step: str, runtime: str | None, source_kind: str) -> str:
 
 
 def preload(family: str) -> list[str]:
-    """Import the family's modules ("zygote": the shared base); returns those that could not be imported."""
+    """Import the family's modules (a zygote's: its own and its parents'); returns those that could not be imported."""
     missing = []
-    for name in ZYGOTE if family == "zygote" else PRELOAD.get(family, ()):
+    for name in _zygote_modules(family) if family in ZYGOTES else PRELOAD.get(family, ()):
         try:
             if name == "coremltools":
                 with lean_coremltools():
@@ -89,6 +105,11 @@ def preload(family: str) -> list[str]:
         except Exception:  # noqa: BLE001 - the step itself reports a missing SDK with its install command
             missing.append(name)
     return missing
+
+
+def _zygote_modules(zygote: str) -> tuple[str, ...]:
+    parent, modules = ZYGOTES[zygote]
+    return (_zygote_modules(parent) if parent else ()) + modules  # a forked zygote has its parent's already
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mbuild._proc import stat_fields
-from mbuild.workers.families import forks_from_zygote
+from mbuild.workers.families import forks_from_zygote, zygote_of
 
 BUILD_PID_ENV = "MBUILD_BUILD_PID"  # set by dodo.py in doit's main process; workers end with it
 
@@ -91,9 +91,10 @@ def _start_process(root: str, args: list[str]) -> int:
 
 
 def _fork_from_zygote(root: str, family: str, address: str, timeout: float = 300.0) -> int | None:
-    """The pid of a new worker forked from the build's zygote (started on first use); None if it cannot be had."""
-    zygote = _address(root, "zygote")
-    conn = _connect(zygote) or _listening(zygote, _spawn(root, "zygote", zygote), timeout)
+    """The pid of a new worker (or zygote) forked from its zygote (started on first use); None if it cannot be had."""
+    name = zygote_of(family)
+    zygote = _address(root, name)
+    conn = _connect(zygote) or _listening(zygote, _spawn(root, name, zygote), timeout)
     if conn is None:
         return None
     try:

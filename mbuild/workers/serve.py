@@ -119,20 +119,25 @@ def serve(family: str, address: str, build_pid: int) -> int:
     return 0 if build is None else _serve_warm(family, address, build)
 
 
-def zygote(address: str, build_pid: int) -> int:
-    """The build's base process: imports what most families share, then forks their workers on request.
-
-    A request is ``{"family", "address"}``; the reply ``{"pid"}`` names the new worker, which imports the
-    rest of its family's SDKs and serves at ``address`` exactly as a worker started on its own would.
-    """
+def zygote(name: str, address: str, build_pid: int) -> int:
+    """A zygote of the build started as a process of its own (see ``mbuild.workers.families.ZYGOTES``)."""
     _quiet_process()
     build = _open_build(build_pid)
     if build is None:
         return 0
-    from mbuild.workers.families import preload
-
-    preload("zygote")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the workers it forks are reaped by the kernel
+    return _zygote_loop(name, address, build)
+
+
+def _zygote_loop(name: str, address: str, build: int) -> int:
+    """Import what the zygote's families share, then fork their workers (or a further zygote) on request.
+
+    A request is ``{"family", "address"}``; the reply ``{"pid"}`` names the new process, which imports the
+    rest of its family's SDKs and serves at ``address`` exactly as a worker started on its own would.
+    """
+    from mbuild.workers.families import ZYGOTES, preload
+
+    preload(name)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind("\0" + address)
     server.listen(16)
@@ -149,13 +154,16 @@ def zygote(address: str, build_pid: int) -> int:
             conn.close()
             continue
         pid = os.fork()
-        if pid == 0:  # pragma: no cover - the new worker
+        if pid == 0:  # pragma: no cover - the new worker or zygote
             code = 1
             try:
                 server.close()
                 conn.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it waits for its own step children
-                code = _serve_warm(request["family"], request["address"], build)
+                if request["family"] in ZYGOTES:
+                    code = _zygote_loop(request["family"], request["address"], build)
+                else:
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it waits for its own step children
+                    code = _serve_warm(request["family"], request["address"], build)
             finally:
                 _end(code)
         try:
@@ -247,6 +255,6 @@ def _end(code: int) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "zygote":
-        _end(zygote(sys.argv[2], int(sys.argv[3])))
+    if sys.argv[1].startswith("zygote"):
+        _end(zygote(sys.argv[1], sys.argv[2], int(sys.argv[3])))
     _end(serve(sys.argv[1], sys.argv[2], int(sys.argv[3])))

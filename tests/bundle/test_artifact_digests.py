@@ -91,3 +91,76 @@ def test_an_ort_file_that_misses_the_tolerance_fails_the_check(project):
     proc = subprocess.run([sys.executable, "-m", "mbuild.actions", "check", "manifests/digits.yaml", "cpu-fp32"],
                           cwd=project, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "model.ort:" in proc.stderr + proc.stdout, proc.stdout + proc.stderr
+
+
+def _variant_folder(tmp_path):
+    """A variant folder as a variant task leaves it: an artifact, a companion folder, digests in variant.json."""
+    from mbuild.integrity import artifact_digests
+
+    folder = tmp_path / "variant"
+    (folder / "weights").mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(os.urandom(8192))
+    (folder / "weights" / "shard1.bin").write_bytes(os.urandom(4096))
+    record = {"artifact": "model.onnx", "files": ["weights"]}
+    record["digests"] = artifact_digests(folder, ["model.onnx", "weights"])
+    (folder / "variant.json").write_text(json.dumps(record))
+    return folder
+
+
+def _rewrite_keeping_size_and_times(path):
+    """Change the bytes, then set size, atime and mtime back: only the ctime (which no user can set) tells."""
+    info = os.stat(path)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert os.stat(path).st_mtime_ns == info.st_mtime_ns and os.stat(path).st_size == info.st_size
+
+
+def test_artifact_check_rehashes_only_files_whose_stat_signature_changed(tmp_path, monkeypatch):
+    """A no-op must not re-hash every artifact (37 ms on the examples, seconds on real models), yet see any change."""
+    import mbuild.integrity as integrity
+
+    folder = _variant_folder(tmp_path)
+    check = integrity.ArtifactsIntact(str(folder / "variant.json"))
+    assert check(None, {}) is True  # nothing saved yet (first build, older state): hashed, intact
+    saved = check._save()
+    assert set(saved[check.KEY]) == {"model.onnx", "weights/shard1.bin"}
+
+    hashed = []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert check(None, saved) is True and hashed == []  # same signatures: taken as verified, nothing read
+
+    _rewrite_keeping_size_and_times(folder / "model.onnx")
+    assert check(None, saved) is False and hashed  # ctime moved: re-hashed, and the bytes differ
+    assert check(None, {}) is False
+
+
+def test_artifact_check_sees_a_file_added_to_an_artifact_folder(tmp_path):
+    from mbuild.integrity import ArtifactsIntact
+
+    folder = _variant_folder(tmp_path)
+    check = ArtifactsIntact(str(folder / "variant.json"))
+    saved = check._save()
+    (folder / "weights" / "shard2.bin").write_bytes(b"extra")
+    assert check(None, saved) is False
+
+
+def test_a_step_that_finds_a_changed_artifact_makes_the_variant_task_rerun(tmp_path):
+    """Were a change invisible to the stat check (a disk fault), check:/bundle: would say 'run doit again' forever:
+    the step that finds it touches the file, so the variant's next uptodate check fails and it rebuilds."""
+    from mbuild.errors import BuildError
+    from mbuild.integrity import ArtifactsIntact, require_intact
+
+    folder = _variant_folder(tmp_path)
+    check = ArtifactsIntact(str(folder / "variant.json"))
+    saved = check._save()
+    target = folder / "model.onnx"
+    _rewrite_keeping_size_and_times(target)
+    info = os.stat(target)
+    saved[check.KEY]["model.onnx"][2:] = [info.st_ctime_ns, info.st_ino]  # as if the fault kept even the ctime
+    assert check(None, saved) is True  # the stat check cannot see it...
+    with pytest.raises(BuildError, match="model.onnx changed after it was built"):
+        require_intact(folder, json.loads((folder / "variant.json").read_text()), "check:m/t")
+    assert check(None, saved) is False  # ...but after the check found it, the variant task reruns

@@ -1,4 +1,4 @@
-"""Warm workers of the families that preload torch are forked from one zygote per build, which imported it once."""
+"""Warm workers of the families that preload torch are forked from the build's zygotes, which imported it once."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,9 @@ os.environ["MBUILD_BUILD_PID"] = str(os.getpid())
 from mbuild.workers import pool
 root = sys.argv[1]
 pids = {}
-for family in ("source-pytorch", "ncnn", "onnxruntime"):
+for family in ("source-pytorch", "ncnn", "onnxruntime", "tflite"):
     pool._warm_connection(root, family, None, time.monotonic(), 20.0).close()
+for family in ("source-pytorch", "ncnn", "onnxruntime", "tflite", "zygote-export"):
     pids[family] = int((open(os.path.join(root, ".mbuild", "workers", family + ".pid")).read().split()[1]))
 print(json.dumps({"build": os.getpid(), **pids}), flush=True)
 """
@@ -41,10 +42,13 @@ def test_torch_families_fork_from_the_zygote_and_all_end_with_the_build(tmp_path
         assert _maps_torch(zygote) and _maps_torch(pids["ncnn"])
         assert _ppid(pids["onnxruntime"]) == pids["build"] and not _maps_torch(pids["onnxruntime"]), \
             "a family without torch should start lean, on its own"
+        # LiteRT (like Core ML and ExecuTorch) forks from the second zygote, which forked from the first
+        # with dynamo, torch.export and torchao imported once for all three
+        assert _ppid(pids["zygote-export"]) == zygote and _ppid(pids["tflite"]) == pids["zygote-export"]
     finally:
         proc.stdout.close()
         proc.wait(timeout=60)
-    alive = [zygote, pids["source-pytorch"], pids["ncnn"], pids["onnxruntime"]]
+    alive = [zygote, *(pids[f] for f in ("source-pytorch", "ncnn", "onnxruntime", "tflite", "zygote-export"))]
     deadline = time.monotonic() + 15
     while alive and time.monotonic() < deadline:
         alive = [p for p in alive if os.path.exists(f"/proc/{p}") and "Z" not in _state(p)]

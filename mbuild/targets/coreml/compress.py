@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mbuild.errors import BuildError
-from mbuild.recipes.audit import MIN_WEIGHT_ELEMENTS
+from mbuild.recipes import MIN_WEIGHT_ELEMENTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from mbuild.manifest.model import RecipeConfig

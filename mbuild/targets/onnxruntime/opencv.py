@@ -9,7 +9,6 @@ with the reason, and the target's own check still stands on ONNX Runtime's numbe
 from __future__ import annotations
 
 import re
-import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +66,8 @@ def check_with_opencv(ctx: "BuildContext", artifact: Path, inputs: dict[str, "np
     from mbuild.validate.second_opinion import judge
 
     entry.update(judge(ctx, outputs))
+    import statistics
+
     entry["median_ms"] = round(statistics.median(latencies), 4) if latencies else None
     if ort_outputs is not None:
         from mbuild.validate.metrics import tensor_metrics

@@ -33,6 +33,8 @@ SECOND_CONSUMERS = ("opencv",)  # what ``also_check`` may name (schema: onnxrunt
 
 @dataclass(frozen=True)
 class OnnxRuntimeConfig:
+    """An onnxruntime target's options: whether to write model.ort, the opset, second consumers to check."""
+
     ort_format: bool = True
     opset: int | None = None
     also_check: tuple[str, ...] = ()  # second consumers run on the same .onnx by check: (see opencv.py)
