@@ -513,11 +513,18 @@ _PATH_KEYS = {("source", "pytorch", "weights"), ("source", "pytorch", "weights",
               ("source", "tensorflow", "model")}
 
 
+def _copy_tree(node):
+    """A copy of the dicts and lists (what ``_relativize`` edits); the scalars YAML gives are immutable and shared."""
+    if isinstance(node, dict):
+        return {k: _copy_tree(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_copy_tree(v) for v in node]
+    return node
+
+
 def _relativize(data: dict, path: Path, root: Path, pos: Positions) -> dict:
     """Copy of the data with every path written relative to the root, so digests do not depend on the checkout."""
-    import copy
-
-    out = copy.deepcopy(data)
+    out = _copy_tree(data)
 
     def fix(keys: tuple, value: str) -> str:
         p = _resolve_path(value, path, root, pos.of(keys), dotted(keys))

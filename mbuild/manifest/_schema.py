@@ -13,14 +13,18 @@ from mbuild.manifest._yaml import Positions, dotted
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
+def schema_path(name: str) -> Path:
+    """Where the JSON Schema ``name`` is: ``schemas/`` of the checkout, or inside the installed package."""
+    for base in (SCHEMA_DIR, Path(__file__).resolve().parents[1] / "schemas"):
+        if (base / name).exists():
+            return base / name
+    raise FileNotFoundError(name)
+
+
 @functools.cache
 def load_schema(name: str) -> dict:
     """The JSON Schema shipped in ``schemas/`` (or inside the installed package)."""
-    for base in (SCHEMA_DIR, Path(__file__).resolve().parents[1] / "schemas"):
-        path = base / name
-        if path.exists():
-            return json.loads(path.read_text())
-    raise FileNotFoundError(name)
+    return json.loads(schema_path(name).read_text())
 
 
 @functools.cache
@@ -88,7 +92,7 @@ def _checker_digest() -> str:
     """The schema and this module's code: what decides validity besides the document (once per process)."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps(load_schema("manifest.schema.json"), sort_keys=True).encode())
+    h = hashlib.sha256(schema_path("manifest.schema.json").read_bytes())  # its bytes: no parse on a no-op
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
 

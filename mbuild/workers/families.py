@@ -45,7 +45,10 @@ PRELOAD = {
 # workers keep out, such as TensorFlow for coremltools).
 ZYGOTES = {
     "zygote": (None, ("numpy", "numpy.ma", "torch", "onnx", "onnxruntime")),  # numpy.ma: every check's median
-    "zygote-export": ("zygote", ("torch._dynamo", "torch.export", "torchao.quantization")),
+    "zygote-export": ("zygote", ("torch._dynamo", "torch.export", "torchao.quantization",
+                                 # what torch.export imports on its first call (0.25-0.4 s of each conversion)
+                                 "torch.export._trace", "torch._export", "torch._functorch.aot_autograd",
+                                 "torch._inductor", "networkx")),
 }
 _EXPORT_FAMILIES = ("coreml", "tflite", "executorch")
 
