@@ -122,7 +122,7 @@ class BuildReporter(ConsoleReporter):
                 self.prestarted.add((args[4], args[5]))
                 families.append((args[5], args[4]))
         if families:
-            prestart_in_order(families)
+            prestart_in_order(families, jobs=self.jobs)
 
     def add_success(self, task):
         if not task.actions or task.name.startswith("_"):

@@ -139,12 +139,15 @@ def _warm_connection(root: str, family: str, heartbeat, start: float, every: flo
             next_beat += every
 
 
-def prestart_in_order(families: list[tuple[str, str]], timeout: float = 300.0) -> None:
+def prestart_in_order(families: list[tuple[str, str]], timeout: float = 300.0, jobs: int = 1) -> None:
     """Warm ``(root, family)`` workers in order, each once the one before it listens (daemon threads).
 
     One importing worker beside the running step keeps a 2-core machine busy without slowing that step.
     Families without torch warm in a lane of their own: the first of them imports while the zygote
     imports torch, when the build's other core would otherwise wait (the build order runs their steps first).
+    With ``jobs`` > 1 (``doit -n``) each torch family has a lane of its own: they still wait for their
+    zygote, but then import side by side, because steps of several of them wait at once (one `-n 2` build
+    waited 4 s for its LiteRT worker, warmed behind the Core ML one, and ended with its conversion).
     """
     import threading
 
@@ -155,7 +158,8 @@ def prestart_in_order(families: list[tuple[str, str]], timeout: float = 300.0) -
             if conn is not None:
                 conn.close()
 
-    for lane in ([f for f in families if not forks_from_zygote(f[1])], [f for f in families if forks_from_zygote(f[1])]):
+    torch = [f for f in families if forks_from_zygote(f[1])]
+    for lane in [[f for f in families if not forks_from_zygote(f[1])], *([[f] for f in torch] if jobs > 1 else [torch])]:
         if lane:
             threading.Thread(target=warm, args=(lane,), name="mbuild-prestart", daemon=True).start()
 

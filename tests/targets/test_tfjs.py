@@ -132,6 +132,16 @@ def test_uint8_weights_only_is_recorded_as_such_and_stays_within_a_point(built, 
     assert cos > 0.999
 
 
+def test_a_second_conversion_writes_the_same_bytes(built, keras_digits):
+    """tensorflowjs writes each node's attr map in an order that changes from run to run (three runs, three
+    model.json digests); a rebuild must still give the same artifact, so mbuild sorts model.json's keys."""
+    manifest, source_dir, tmp = keras_digits
+    _, _, artifact, _ = built["web-fp32"]
+    ctx = _ctx(manifest, source_dir, "web-fp32", tmp / "again")
+    again = tmp / "again" / get_runtime("tfjs").convert(ctx).artifact
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == {p.name: p.read_bytes() for p in artifact.iterdir()}
+
+
 def test_fp16_and_the_shard_size(keras_digits):
     manifest, source_dir, tmp = keras_digits
     rt = get_runtime("tfjs")

@@ -111,7 +111,8 @@ class TfjsRuntime(Runtime):
             plans[path] = plan_io(ctx.manifest, model_json.get("signature", {}), shapes)
             model_json["userDefinedMetadata"] = {"mbuild": {"format": 1, "name": ctx.manifest.name,
                                                             "recipe": ctx.recipe.name, "io": plans[path]}}
-            (path / "model.json").write_text(json.dumps(model_json))
+            # sorted keys: tensorflowjs writes each node's attr map in an order that changes from run to run
+            (path / "model.json").write_text(json.dumps(model_json, sort_keys=True))
         model_json = json.loads((out / "model.json").read_text())
         requested = {"fp16": "fp16", "uint8": "uint8", "uint16": "uint16"}.get(weights or "")
         audit = make_audit(requested, weight_census(model_json))
