@@ -3,8 +3,9 @@
 ``variant:`` records the sha256 of every artifact file in variant.json; ``check:`` re-hashes the
 files before it runs them and records the digests it validated (and which files it ran);
 ``bundle:`` packages a file only if its bytes still have that digest. The variant task's doit
-``uptodate`` re-hashes too, so a cached artifact corrupted on disk makes the variant rebuild
-instead of shipping with its old "passed".
+``uptodate`` checks them too (:class:`ArtifactsIntact`: re-hashing a file only when its stat
+signature changed), so a cached artifact corrupted on disk makes the variant rebuild instead of
+shipping with its old "passed".
 """
 from __future__ import annotations
 
@@ -59,14 +60,6 @@ def _read_record(variant_json: Path) -> dict | None:
         return read_json(variant_json)
     except ValueError:
         return None
-
-
-def artifacts_intact(variant_json: str) -> bool:
-    """False when an artifact file no longer has the digest variant.json records (re-hashes every file)."""
-    record = _read_record(Path(variant_json))
-    if record is None:
-        return False
-    return record.get("status") == "not built" or not digest_problems(Path(variant_json).parent, record)
 
 
 def _signatures(folder: Path, record: dict) -> dict[str, list[int]]:
