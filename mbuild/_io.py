@@ -129,6 +129,12 @@ def sha256_tree(path: Path) -> str:
     return h.hexdigest()
 
 
+def files_of(path: Path) -> list[Path]:
+    """A folder's files, sorted (a SavedModel, an .mlpackage, a tfjs model count as their files); else ``[path]``."""
+    path = Path(path)
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
 def tree_size(path: Path) -> int:
     path = Path(path)
     if path.is_file():

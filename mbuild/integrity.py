@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mbuild._io import read_json, sha256_file
+from mbuild._io import files_of, read_json, sha256_file
 from mbuild.errors import BuildError
 
 
@@ -25,12 +25,9 @@ def artifact_digests(folder: Path, files: list[str]) -> dict[str, str]:
     """``{relative path: sha256}`` for every file of ``files`` under ``folder`` (a folder counts as its files)."""
     out = {}
     for f in files:
-        p = Path(folder) / f
-        if p.is_dir():
-            for sub in sorted(x for x in p.rglob("*") if x.is_file()):
+        for sub in files_of(Path(folder) / f):
+            if sub.is_file():
                 out[sub.relative_to(folder).as_posix()] = sha256_file(sub)
-        elif p.is_file():
-            out[f] = sha256_file(p)
     return dict(sorted(out.items()))
 
 
@@ -66,8 +63,7 @@ def _signatures(folder: Path, record: dict) -> dict[str, list[int]]:
     """``{file: [size, mtime_ns, ctime_ns, inode]}`` of every artifact file (a folder counts as its files)."""
     out = {}
     for f in artifact_files(record):
-        p = Path(folder) / f
-        for sub in (sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]):
+        for sub in files_of(Path(folder) / f):
             try:
                 info = os.stat(sub)
             except OSError:
@@ -127,16 +123,16 @@ def require_intact(folder: Path, record: dict, step: str) -> dict[str, str]:
 
 
 def mark_changed(folder: Path, record: dict) -> None:
-    """Touch the artifact files whose bytes differ from their digests, so the variant's stat check reruns it.
+    """Touch the artifact files after a digest problem, so the variant's stat check re-hashes them and reruns it.
 
     A file changed in place with its size and all its times kept (a disk fault) passes
     :class:`ArtifactsIntact`'s stat check; the step that finds it must not leave "run doit again" a loop.
+    Touching them all (not re-hashing to pick the changed one) is enough: the re-hash finds it.
     """
-    recorded = record.get("digests") or {}
-    for name, digest in artifact_digests(folder, artifact_files(record)).items():
-        if recorded.get(name) != digest:
+    for f in artifact_files(record):
+        for sub in files_of(Path(folder) / f):
             try:
-                os.utime(Path(folder) / name)
+                os.utime(sub)
             except OSError:
                 pass
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbuild import __version__
-from mbuild._io import compact_json, dist_versions
+from mbuild._io import compact_json, dist_versions, files_of
 from mbuild._state import IntactOutputs, clean_paths
 from mbuild.conversions import conversions, conversions_of, recipe_names
 from mbuild.errors import ManifestError, MbuildError
@@ -126,11 +126,7 @@ def _rel(m: Manifest, paths) -> list[str]:
 
 def _files_in(paths) -> list[Path]:
     """Input files as doit file_deps (a SavedModel folder counts as its files)."""
-    out = []
-    for p in paths:
-        p = Path(p)
-        out.extend(sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])
-    return out
+    return [f for p in paths for f in files_of(p)]
 
 
 def _recipe_part(m: Manifest, target) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mbuild import __version__
-from mbuild._io import atomic_path, canonical_json, digest, read_json, sha256_tree, write_json_atomic
+from mbuild._io import atomic_path, canonical_json, digest, files_of, read_json, sha256_tree, write_json_atomic
 from mbuild.bundle.archive import write_archive
 from mbuild.errors import BuildError
 from mbuild.layout import layout_for
@@ -63,11 +63,8 @@ def build_bundle(manifest: "Manifest") -> Path:
         stored = []
         for f in files:
             p = vdir / f
-            if p.is_dir():
-                for sub in sorted(x for x in p.rglob("*") if x.is_file()):
-                    entries[f"variants/{name}/{sub.relative_to(vdir).as_posix()}"] = sub
-            else:
-                entries[f"variants/{name}/{f}"] = p
+            for sub in files_of(p):
+                entries[f"variants/{name}/{sub.relative_to(vdir).as_posix()}"] = sub
             stored.append({"path": f"variants/{name}/{f}", "sha256": sha256_tree(p), "size_bytes": record["size_bytes"]
                            if f == record["artifact"] else record["files_size_bytes"][f]})
         variants.append(variant_entry(manifest, name, record, report, source, stored))

@@ -9,6 +9,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # Tensors smaller than this (biases, scales, BN params) are not counted as weights (see audit.py).
 MIN_WEIGHT_ELEMENTS = 64
 
+
 def recipe_features(recipe: "RecipeConfig") -> frozenset[str]:
     """Features a runtime must offer to build ``recipe`` (compared with ``Runtime.features``)."""
     feats = {recipe.precision}

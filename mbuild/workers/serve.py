@@ -255,6 +255,8 @@ def _end(code: int) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1].startswith("zygote"):
+    from mbuild.workers.families import ZYGOTES
+
+    if sys.argv[1] in ZYGOTES:
         _end(zygote(sys.argv[1], sys.argv[2], int(sys.argv[3])))
     _end(serve(sys.argv[1], sys.argv[2], int(sys.argv[3])))
